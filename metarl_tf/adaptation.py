@@ -1,0 +1,144 @@
+"""The inner loop: the one implementation of "take k gradient steps on a task".
+
+Training differentiates through it (second-order MAML), first-order mode stops the inner gradients,
+Meta-SGD passes learned per-parameter rates, Reptile runs it without an outer gradient, evaluation
+steps it one update at a time, and the exported ``adapt`` signature traces it with a run-time step
+count. Nothing else in the library computes an adapted parameter.
+
+Everything is batched over tasks: parameters carry a leading task axis ``T`` and ``task_loss``
+returns one loss per task, shape ``[T]``. Because task ``t``'s loss depends only on slice ``t`` of
+the parameters, the gradient of ``sum_t loss_t`` with respect to the batched parameters is exactly
+the stack of per-task gradients, so one tape computes all of them.
+
+The update, for every parameter tensor ``theta`` and step ``i``::
+
+    g_i        = d loss_support(theta_i) / d theta_i      (stop_gradient(g_i) when first order)
+    theta_i+1  = theta_i - alpha * g_i                     (SGD; alpha a scalar)
+    theta_i+1  = theta_i - alpha (*) g_i                   (Meta-SGD; alpha per parameter, (*) = elementwise)
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Protocol, Sequence
+
+import tensorflow as tf
+
+TaskLoss = Callable[[list], tf.Tensor]  # batched params -> per-task losses [T]
+
+
+class UpdateRule(Protocol):
+    """Maps (parameters, gradients, rule state, loss) to new parameters and state.
+
+    Plain SGD and Meta-SGD's learned rates are stateless; learned rules (an LSTM optimiser) keep
+    state across inner steps. ``init_state`` is called once per adaptation.
+    """
+
+    def init_state(self, params: Sequence[tf.Tensor]):
+        ...
+
+    def update(self, params: Sequence[tf.Tensor], grads: Sequence[tf.Tensor], state,
+               loss: tf.Tensor) -> tuple[list, object]:
+        ...
+
+
+class SGD(NamedTuple):
+    """``theta - lr * g`` with one scalar rate (a Python float or a scalar tensor)."""
+
+    learning_rate: float | tf.Tensor
+
+    def init_state(self, params):
+        return ()
+
+    def update(self, params, grads, state, loss):
+        lr = tf.cast(self.learning_rate, params[0].dtype)
+        return [p - lr * g for p, g in zip(params, grads)], state
+
+
+class PerParameterSGD(NamedTuple):
+    """Meta-SGD (Li et al. 2017, arXiv:1707.09835): ``theta - alpha (*) g``, one rate per parameter.
+
+    ``rates`` has one tensor per parameter tensor, with the parameter's unbatched shape; it broadcasts
+    over the task axis. When the rates are variables read inside a tape, the meta-gradient reaches them.
+    """
+
+    rates: Sequence[tf.Tensor]
+
+    def init_state(self, params):
+        return ()
+
+    def update(self, params, grads, state, loss):
+        return [p - tf.cast(a, p.dtype) * g for p, a, g in zip(params, self.rates, grads)], state
+
+
+class Adapted(NamedTuple):
+    """Result of ``adapt``.
+
+    Attributes:
+      params: adapted, task-batched parameters.
+      state: the update rule's final state.
+      support_loss: ``[T]`` support loss before the first step (None when no step was taken).
+    """
+
+    params: list
+    state: object
+    support_loss: tf.Tensor | None
+
+
+def inner_step(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRule, state,
+               first_order: bool = False):
+    """One inner update of every task's parameters.
+
+    Returns:
+      ``(new_params, new_state, loss)`` where ``loss`` is the ``[T]`` support loss at ``params``.
+    """
+    params = list(params)
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = task_loss(params)
+        total = tf.reduce_sum(loss)
+    grads = tape.gradient(total, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    if first_order:
+        grads = [tf.stop_gradient(g) for g in grads]
+    new_params, new_state = rule.update(params, grads, state, loss)
+    return list(new_params), new_state, loss
+
+
+def adapt(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRule,
+          num_steps: int | tf.Tensor, first_order: bool = False) -> Adapted:
+    """Runs ``num_steps`` inner updates from ``params`` (task-batched).
+
+    Args:
+      task_loss: batched params -> ``[T]`` support losses.
+      params: task-batched starting parameters (``FunctionalModel.tile`` of the meta-parameters).
+      rule: the update rule (``SGD``, ``PerParameterSGD`` or a learned rule).
+      num_steps: a Python int unrolls the loop (what training differentiates through); a scalar
+        int32 tensor runs a ``tf.while_loop`` whose trip count is decided at run time (what an
+        exported signature uses).
+      first_order: stop the gradient through the inner gradients (FOMAML).
+
+    Returns:
+      An ``Adapted`` tuple.
+    """
+    params = list(params)
+    state = rule.init_state(params)
+    if isinstance(num_steps, int):
+        if num_steps < 0:
+            raise ValueError(f"`num_steps` must be >= 0, got {num_steps}")
+        first_loss = None
+        for i in range(num_steps):
+            params, state, loss = inner_step(task_loss, params, rule, state, first_order)
+            if i == 0:
+                first_loss = loss
+        return Adapted(params, state, first_loss)
+
+    num_steps = tf.convert_to_tensor(num_steps, tf.int32)
+
+    def body(i, params, state, first_loss):
+        new_params, new_state, loss = inner_step(task_loss, params, rule, state, first_order)
+        first_loss = tf.cond(tf.equal(i, 0), lambda: loss, lambda: first_loss)
+        return i + 1, new_params, new_state, first_loss
+
+    t = tf.shape(params[0])[0]
+    init_loss = tf.fill([t], tf.constant(float("nan"), params[0].dtype))
+    _, params, state, first_loss = tf.while_loop(
+        lambda i, *_: i < num_steps, body, (tf.constant(0), params, state, init_loss))
+    return Adapted(list(params), state, first_loss)

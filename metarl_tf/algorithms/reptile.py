@@ -1,0 +1,92 @@
+"""Reptile (Nichol, Achiam & Schulman 2018, arXiv:1803.02999), batched version.
+
+For a meta-batch of ``B`` tasks, each adapted by ``k`` SGD steps on its own data (no outer gradient
+flows through them)::
+
+    W_i    = SGD_k(theta, task i)
+    theta <- theta + epsilon * (1/B sum_i W_i - theta)
+
+``epsilon`` is annealed linearly from ``outer_step_size`` to 0 over ``anneal_steps`` meta-steps
+(0 = constant), as in the paper and Schulman's sine-wave demo.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from metarl_tf import adaptation
+from metarl_tf.algorithms._checks import check_bool, check_float, check_int
+from metarl_tf.algorithms.maml import MAMLLearner
+from metarl_tf.core import RegressionTaskDistribution
+from metarl_tf.params import mse
+from metarl_tf.tasks.regression import sample_task_batch
+
+
+@dataclasses.dataclass(frozen=True)
+class ReptileConfig:
+    """Reptile settings; inner loop as in Schulman's sine demo (SGD 0.02, 5 steps)."""
+
+    meta_batch_size: int = 25  # Tasks per meta-step.
+    num_support: int = 10  # K: points per task the inner loop trains on (and adapts on at test).
+    num_query: int = 10  # Query points per task, used only for the logged post-adaptation loss.
+    inner_steps: int = 5  # SGD steps per task during meta-training.
+    inner_lr: float = 0.02  # Inner SGD rate.
+    outer_step_size: float = 0.1  # epsilon at step 0.
+    anneal_steps: int = 0  # Linear decay of epsilon to 0 over this many meta-steps; 0 = constant.
+    jit_compile: bool = True  # Compile the meta-step with XLA.
+    steps_per_execution: int = 50  # Meta-steps per compiled call.
+
+    def __post_init__(self):
+        for name in ("meta_batch_size", "num_support", "num_query", "inner_steps",
+                     "steps_per_execution"):
+            check_int(self, name)
+        check_int(self, "anneal_steps", minimum=0)
+        check_float(self, "inner_lr")
+        check_float(self, "outer_step_size", high=1.0)
+        check_bool(self, "jit_compile")
+
+    @property
+    def first_order(self) -> bool:
+        return True
+
+
+def reptile_update(theta, adapted, step_size):
+    """``theta + step_size * (mean_i adapted_i - theta)`` per parameter tensor (adapted: ``[B, ...]``)."""
+    return [t + step_size * (tf.reduce_mean(w, axis=0) - t) for t, w in zip(theta, adapted)]
+
+
+class ReptileLearner(MAMLLearner):
+    """Batched Reptile. Shares MAML's task sampling, evaluation and checkpointing; replaces the step."""
+
+    def __init__(self, model: keras.Model, tasks: RegressionTaskDistribution, config: ReptileConfig,
+                 seed: int = 0):
+        super().__init__(model, tasks, config, seed=seed)
+
+    def _make_optimizer(self, optimizer):
+        return None  # The outer update is Reptile's own formula (``reptile_update``).
+
+    def step_size(self):
+        cfg = self.config
+        eps = tf.constant(cfg.outer_step_size, tf.float32)
+        if cfg.anneal_steps:
+            frac = tf.cast(self.step_counter, tf.float32) / float(cfg.anneal_steps)
+            eps = eps * tf.maximum(0.0, 1.0 - frac)
+        return eps
+
+    def _meta_step(self):
+        cfg = self.config
+        batch = sample_task_batch(self.tasks, self._step_seed(), cfg.meta_batch_size,
+                                  cfg.num_support, cfg.num_query)
+        theta = self.fmodel.params()
+        params = self.fmodel.tile(theta, cfg.meta_batch_size)
+        support_loss = lambda p: mse(self.fmodel.apply_batched(p, batch.support_x), batch.support_y)
+        adapted = adaptation.adapt(support_loss, params, self.update_rule(), cfg.inner_steps,
+                                   first_order=True)
+        query_loss = mse(self.fmodel.apply_batched(adapted.params, batch.query_x), batch.query_y)
+        for var, new in zip(self.fmodel.variables, reptile_update(theta, adapted.params,
+                                                                  self.step_size())):
+            var.assign(new)
+        self.step_counter.assign_add(1)
+        return tf.reduce_mean(query_loss), tf.reduce_mean(adapted.support_loss)

@@ -1,0 +1,165 @@
+"""Experiment configuration: the task family, algorithm, network and budget of one run, as data.
+
+An ``ExperimentConfig`` is built from a YAML preset (``training/configs/<name>.yaml``) or a dict;
+unknown keys and bad values are refused with an error that names the field and lists what is valid.
+The resolved config is written into every run directory (``config.json``) and is all that
+``metarl export`` needs to rebuild the learner.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import yaml
+
+from metarl_tf.algorithms import (MAMLConfig, MAMLLearner, MetaSGDConfig, MetaSGDLearner,
+                                  ReptileConfig, ReptileLearner)
+from metarl_tf.algorithms._checks import check_int
+from metarl_tf.networks import mlp
+from metarl_tf.tasks import SinusoidTasks
+
+PRESET_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+# name -> (config class, learner class, fields forced by the name)
+ALGORITHMS = {
+    "maml": (MAMLConfig, MAMLLearner, {"first_order": False}),
+    "fomaml": (MAMLConfig, MAMLLearner, {"first_order": True}),
+    "metasgd": (MetaSGDConfig, MetaSGDLearner, {}),
+    "reptile": (ReptileConfig, ReptileLearner, {}),
+}
+TASKS = {"sinusoid": SinusoidTasks}
+# Fields every supervised algorithm config has; they carry over when --algo switches algorithm.
+SHARED_FIELDS = ("meta_batch_size", "num_support", "num_query", "jit_compile", "steps_per_execution")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """The MLP meta-learned by the run."""
+
+    hidden: tuple[int, ...] = (40, 40)  # Hidden widths (MAML sinusoid: 40, 40).
+    activation: str = "relu"  # Hidden activation.
+    init: str = "maml"  # "maml" (truncated normal, std 0.01), "glorot_uniform" or "he_normal".
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        mlp(1, 1, self.hidden, self.activation, self.init)  # validates every field, by name
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """One training run."""
+
+    name: str = "maml-sinusoid"  # Preset or run name.
+    description: str = ""  # One line, shown by `metarl presets`.
+    task: str = "sinusoid"  # Task family, one of TASKS.
+    algorithm: str = "maml"  # One of ALGORITHMS.
+    algorithm_config: Any = None  # The algorithm's config dataclass (or a dict of its fields).
+    network: Any = None  # NetworkConfig (or a dict of its fields).
+    steps: int = 70000  # Meta-steps in total (MAML sinusoid command: 70,000).
+    seed: int = 0  # Base seed: network init and every task sample derive from it.
+    log_every: int = 1000  # Meta-steps between TensorBoard scalars / progress lines.
+    checkpoint_every: int = 10000  # Meta-steps between checkpoints.
+    keep_checkpoints: int = 3  # Checkpoints kept by the CheckpointManager.
+    eval_tasks: int = 600  # Held-out tasks in the final adaptation curve.
+    eval_query: int = 100  # Query points per held-out task.
+    eval_steps: int = 10  # Inner steps in the final adaptation curve.
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"`task` must be one of {sorted(TASKS)}, got {self.task!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"`algorithm` must be one of {sorted(ALGORITHMS)}, got {self.algorithm!r}")
+        cls, _, forced = ALGORITHMS[self.algorithm]
+        algo = self.algorithm_config
+        if algo is None:
+            algo = cls(**forced)
+        elif isinstance(algo, dict):
+            algo = _from_dict(cls, {**algo, **forced}, "algorithm_config")
+        elif type(algo) is not cls:
+            raise ValueError(f"`algorithm_config` must be a {cls.__name__} for algorithm "
+                             f"{self.algorithm!r}, got {type(algo).__name__}")
+        object.__setattr__(self, "algorithm_config", algo)
+        net = self.network
+        if net is None:
+            net = NetworkConfig()
+        elif isinstance(net, dict):
+            net = _from_dict(NetworkConfig, net, "network")
+        object.__setattr__(self, "network", net)
+        for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_tasks",
+                     "eval_query"):
+            check_int(self, name)
+        check_int(self, "eval_steps", minimum=0)
+        check_int(self, "seed", minimum=0)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentConfig":
+        return _from_dict(cls, data, "config")
+
+    def with_algorithm(self, algorithm: str) -> "ExperimentConfig":
+        """The same experiment with another algorithm; shared fields (meta-batch, shots) carry over."""
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"`algorithm` must be one of {sorted(ALGORITHMS)}, got {algorithm!r}")
+        if algorithm == self.algorithm:
+            return self
+        old = dataclasses.asdict(self.algorithm_config)
+        new_cls = ALGORITHMS[algorithm][0]
+        same_family = issubclass(new_cls, type(self.algorithm_config)) or issubclass(
+            type(self.algorithm_config), new_cls)
+        names = {f.name for f in dataclasses.fields(new_cls)}
+        keep = {k: v for k, v in old.items() if k in names and (same_family or k in SHARED_FIELDS)}
+        keep.pop("first_order", None)
+        return dataclasses.replace(self, algorithm=algorithm, algorithm_config=keep)
+
+    def with_shots(self, shots: int) -> "ExperimentConfig":
+        """K support and K query points per task (cbfinn/maml draws 2K points and splits them)."""
+        algo = dataclasses.replace(self.algorithm_config, num_support=shots, num_query=shots)
+        return dataclasses.replace(self, algorithm_config=algo)
+
+
+def _from_dict(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"`{where}` must be a mapping, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in `{where}`; valid keys: {names}")
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**data)
+
+
+def list_presets() -> dict[str, str]:
+    """Preset name -> one-line description."""
+    out = {}
+    for fn in sorted(os.listdir(PRESET_DIR)):
+        if fn.endswith(".yaml"):
+            out[fn[:-5]] = load_config(os.path.join(PRESET_DIR, fn)).description
+    return out
+
+
+def load_config(name_or_path: str) -> ExperimentConfig:
+    """A preset name (``maml-sinusoid``) or a YAML file path -> ExperimentConfig (safe YAML loader)."""
+    path = name_or_path
+    if not os.path.exists(path):
+        path = os.path.join(PRESET_DIR, f"{name_or_path}.yaml")
+        if not os.path.exists(path):
+            presets = sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml"))
+            raise ValueError(f"unknown preset {name_or_path!r}; presets: {presets} "
+                             "(or give a path to a YAML file)")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    data.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    return ExperimentConfig.from_dict(data)
+
+
+def build_learner(config: ExperimentConfig):
+    """The task distribution, network and learner a config describes (fresh weights)."""
+    tasks = TASKS[config.task]()
+    net = config.network
+    model = mlp(tasks.input_dim, tasks.output_dim, net.hidden, net.activation, net.init,
+                seed=config.seed)
+    learner_cls = ALGORITHMS[config.algorithm][1]
+    return learner_cls(model, tasks, config.algorithm_config, seed=config.seed)
