@@ -50,15 +50,19 @@ class RegressionTaskDistribution(Protocol):
         class Lines:                      # y = a x + b, a, b ~ U[-1, 1]
             input_dim, output_dim = 1, 1
             def sample_task_params(self, seed, num_tasks):
-                return tf.random.stateless_uniform([num_tasks, 2], seed, -1.0, 1.0)
+                return tf.random.stateless_uniform([num_tasks, 2], seed, -1.0, 1.0, alg="philox")
             def sample_inputs(self, seed, num_tasks, num_points):
-                return tf.random.stateless_uniform([num_tasks, num_points, 1], seed, -5.0, 5.0)
+                return tf.random.stateless_uniform([num_tasks, num_points, 1], seed, -5.0, 5.0,
+                                               alg="philox")
             def evaluate(self, task_params, x):
                 a, b = task_params[:, None, 0:1], task_params[:, None, 1:2]
                 return a * x + b
 
     All methods must be pure TensorFlow (no NumPy, no Python randomness) so that sampling can run
-    inside a compiled meta-step.
+    inside a compiled meta-step. The built-in families pass ``alg="philox"`` so the algorithm does
+    not depend on the device. Note that XLA's Philox bit generator does not reproduce TensorFlow's
+    kernel bit for bit: a run is reproducible for a given ``jit_compile`` setting, and the task
+    stream changes when that setting changes.
     """
 
     input_dim: int

@@ -35,7 +35,7 @@ class MAMLConfig:
     inner_lr: float = 0.01  # Inner SGD rate alpha (paper: 0.01; cbfinn/maml flag default: 0.001).
     first_order: bool = False  # FOMAML: stop gradients through the inner gradients.
     meta_lr: float = 1e-3  # Adam learning rate of the outer loop.
-    jit_compile: bool = True  # Compile the meta-step with XLA.
+    jit_compile: bool = True  # Compile the meta-step with XLA (changes the sampled task stream).
     steps_per_execution: int = 50  # Meta-steps per compiled call (amortises dispatch).
 
     def __post_init__(self):

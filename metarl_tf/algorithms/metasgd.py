@@ -41,7 +41,8 @@ class MetaSGDLearner(MAMLLearner):
     def _make_extra_variables(self, seed: int) -> None:
         low, high = self.config.rate_init_range
         self.rates = [
-            tf.Variable(tf.random.stateless_uniform(v.shape, [seed, 1000 + i], low, high, v.dtype),
+            tf.Variable(tf.random.stateless_uniform(v.shape, [seed, 1000 + i], low, high, v.dtype,
+                                                        alg="philox"),
                         name=f"rate_{i}")
             for i, v in enumerate(self.fmodel.variables)]
         self.extra_variables = list(self.rates)

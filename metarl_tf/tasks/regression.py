@@ -37,12 +37,15 @@ class SinusoidTasks:
 
     def sample_task_params(self, seed, num_tasks):
         s = tf.random.experimental.stateless_split(seed, 2)
-        amp = tf.random.stateless_uniform([num_tasks, 1], s[0], *self.amplitude_range)
-        phase = tf.random.stateless_uniform([num_tasks, 1], s[1], *self.phase_range)
+        amp = tf.random.stateless_uniform([num_tasks, 1], s[0], *self.amplitude_range,
+                                          alg="philox")
+        phase = tf.random.stateless_uniform([num_tasks, 1], s[1], *self.phase_range,
+                                            alg="philox")
         return tf.concat([amp, phase], axis=1)
 
     def sample_inputs(self, seed, num_tasks, num_points):
-        return tf.random.stateless_uniform([num_tasks, num_points, 1], seed, *self.input_range)
+        return tf.random.stateless_uniform([num_tasks, num_points, 1], seed, *self.input_range,
+                                           alg="philox")
 
     def evaluate(self, task_params, x):
         amp = task_params[:, None, 0:1]

@@ -1,0 +1,82 @@
+"""The `metarl` command line, run as a user would, on a tiny budget."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from training.config import ExperimentConfig, load_config
+
+
+def metarl(*args, cwd):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "training.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_train_then_export_end_to_end(tmp_path, repo_root):
+    run_dir, base = str(tmp_path / "run"), str(tmp_path / "exports")
+    out = metarl("train", "maml-sinusoid", "--out", run_dir, "--steps", "120", "--algo", "metasgd",
+                 "--shots", "5", "--quiet", "--threads", "1", cwd=repo_root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "mse_after_1_steps=" in out.stdout
+    for name in ("config.json", "summary.json", "checkpoints", "tensorboard", "adaptation_curve.png"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert config["algorithm"] == "metasgd" and config["algorithm_config"]["num_support"] == 5
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert summary["steps"] == 120 and len(summary["eval"]["mse"]) == 11
+
+    first = metarl("export", run_dir, "--to", base, "--name", "sin", cwd=repo_root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.strip() == os.path.join(base, "sin", "1")
+    assert os.path.exists(os.path.join(base, "sin", "1", "saved_model.pb"))
+    again = metarl("export", run_dir, "--to", base, "--name", "sin", "--version", "1", cwd=repo_root)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert metarl("export", run_dir, "--to", base, "--name", "sin",
+                  cwd=repo_root).stdout.strip().endswith(os.path.join("sin", "2"))
+
+
+def test_resume_continues_a_run(tmp_path, repo_root):
+    run_dir = str(tmp_path / "run")
+    assert metarl("train", "maml-sinusoid", "--out", run_dir, "--steps", "60", "--quiet",
+                  cwd=repo_root).returncode == 0
+    refused = metarl("train", "maml-sinusoid", "--out", run_dir, "--steps", "60", cwd=repo_root)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    more = metarl("train", "--out", run_dir, "--resume", "--steps", "100", "--quiet", cwd=repo_root)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert json.load(open(os.path.join(run_dir, "summary.json")))["steps"] == 100
+
+
+def test_bad_arguments_are_refused_clearly(tmp_path, repo_root):
+    out = metarl("train", "no-such-preset", "--out", str(tmp_path / "r"), cwd=repo_root)
+    assert out.returncode == 2 and "unknown preset 'no-such-preset'" in out.stderr
+    out = metarl("train", "maml-sinusoid", "--out", str(tmp_path / "r"), "--shots", "0",
+                 cwd=repo_root)
+    assert out.returncode == 2 and "num_support" in out.stderr
+    out = metarl("export", str(tmp_path / "nothing"), "--to", str(tmp_path), cwd=repo_root)
+    assert out.returncode == 2 and "not a run directory" in out.stderr
+    assert metarl("presets", cwd=repo_root).stdout.startswith("maml-sinusoid")
+
+
+def test_config_refuses_unknown_keys_and_values_by_name(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['inner_rate'\] in `algorithm_config`"):
+        ExperimentConfig.from_dict({"algorithm_config": {"inner_rate": 0.1}})
+    with pytest.raises(ValueError, match="`algorithm` must be one of"):
+        ExperimentConfig.from_dict({"algorithm": "mamal"})
+    with pytest.raises(ValueError, match="`hidden`"):
+        ExperimentConfig.from_dict({"network": {"hidden": [0]}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: -5\n")
+    with pytest.raises(ValueError, match="`steps` must be an integer >= 1"):
+        load_config(str(bad))
+
+
+def test_switching_algorithm_keeps_the_shared_fields():
+    cfg = load_config("maml-sinusoid").with_shots(5)
+    reptile = cfg.with_algorithm("reptile")
+    assert reptile.algorithm_config.num_support == 5 and reptile.algorithm_config.inner_lr == 0.02
+    fomaml = cfg.with_algorithm("fomaml")
+    assert fomaml.algorithm_config.first_order and fomaml.algorithm_config.inner_lr == 0.01
+    assert not fomaml.with_algorithm("maml").algorithm_config.first_order
