@@ -44,7 +44,7 @@ def test_resume_continues_a_run(tmp_path, repo_root):
                   cwd=repo_root).returncode == 0
     refused = metarl("train", "maml-sinusoid", "--out", run_dir, "--steps", "60", cwd=repo_root)
     assert refused.returncode == 2 and "--resume" in refused.stderr
-    more = metarl("train", "--out", run_dir, "--resume", "--steps", "100", "--quiet", cwd=repo_root)
+    more = metarl("train", "--resume", run_dir, "--steps", "100", "--quiet", cwd=repo_root)
     assert more.returncode == 0, more.stderr[-3000:]
     assert json.load(open(os.path.join(run_dir, "summary.json")))["steps"] == 100
 
@@ -71,6 +71,12 @@ def test_config_refuses_unknown_keys_and_values_by_name(tmp_path):
     bad.write_text("steps: -5\n")
     with pytest.raises(ValueError, match="`steps` must be an integer >= 1"):
         load_config(str(bad))
+
+
+def test_cli_algorithm_names_match_the_config():
+    from training.cli import ALGORITHM_NAMES
+    from training.config import ALGORITHMS
+    assert sorted(ALGORITHM_NAMES) == sorted(ALGORITHMS)
 
 
 def test_switching_algorithm_keeps_the_shared_fields():

@@ -1,49 +1,79 @@
 """The ``metarl`` command line.
 
     metarl presets
-    metarl train maml-sinusoid --out runs/maml [--steps N] [--algo maml|fomaml|metasgd|reptile]
-                 [--shots K] [--seed S] [--quiet] [--resume]
-    metarl export runs/maml --to exports [--name sinusoid] [--version N]
+    metarl train PRESET|FILE.yaml --out RUN_DIR [--steps N] [--algo ALGO] [--shots K]
+                 [--seed S] [--set KEY=VALUE ...] [--threads N] [--quiet]
+    metarl train --resume RUN_DIR [--steps N]
+    metarl evaluate RUN_DIR [--tasks 600] [--inner-steps 10] [--shots K]
+    metarl export RUN_DIR --to EXPORT_BASE [--name NAME] [--version N]
+    metarl adapt SAVEDMODEL [--data FILE.npz|FILE.json] [--num-steps N] [--shots K] [--seed S]
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Kept here (not imported from training.config) so that `--help` does not import TensorFlow;
+# tests check it equals training.config.ALGORITHMS.
+ALGORITHM_NAMES = ("fomaml", "maml", "metasgd", "reptile")
+
+EPILOG = """examples:
+  metarl train maml-sinusoid --out runs/maml --threads 1
+  metarl train maml-sinusoid --out runs/msgd --algo metasgd --shots 5 --set steps=20000
+  metarl train --resume runs/maml --steps 100000
+  metarl evaluate runs/maml
+  metarl export runs/maml --to exports --name sinusoid
+  metarl adapt exports/sinusoid/1 --num-steps 5
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
-    from training.config import ALGORITHMS
-
-    p = argparse.ArgumentParser(prog="metarl", description="Meta-train, evaluate and export "
-                                "adaptable TensorFlow models.")
+    p = argparse.ArgumentParser(
+        prog="metarl", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Meta-train, evaluate, export and adapt TensorFlow meta-learning models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("presets", help="list the training presets")
+    sub.add_parser("presets", help="list the training presets with a one-line description")
 
-    t = sub.add_parser("train", help="meta-train a preset or a YAML config into a run directory",
-                       description="Meta-train PRESET (see `metarl presets`) or a YAML config file. "
-                       "Writes config.json, checkpoints/, tensorboard/, summary.json and "
-                       "adaptation_curve.png into --out.")
+    t = sub.add_parser(
+        "train", help="meta-train a preset or YAML config into a run directory",
+        description="Meta-train PRESET (see `metarl presets`) or a YAML config file. Writes "
+        "config.json, checkpoints/, tensorboard/, summary.json and adaptation_curve.png into the "
+        "run directory. `tensorboard --logdir RUN_DIR/tensorboard` shows the curves.")
     t.add_argument("preset", metavar="PRESET|FILE.yaml", nargs="?",
-                   help="preset name or YAML file (omit with --resume)")
-    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
-    t.add_argument("--steps", type=int, help="total meta-steps (overrides the preset)")
-    t.add_argument("--algo", choices=sorted(ALGORITHMS), help="algorithm (overrides the preset)")
+                   help="preset name or YAML file (not with --resume)")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory to create")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue this run from its latest checkpoint (only --steps may change)")
+    t.add_argument("--steps", type=int, help="total meta-steps")
+    t.add_argument("--algo", choices=ALGORITHM_NAMES, help="switch the preset's algorithm")
     t.add_argument("--shots", type=int, metavar="K", help="support (and query) points per task")
     t.add_argument("--seed", type=int, help="base seed")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its latest checkpoint")
-    t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. algorithm_config.inner_lr=0.02 or "
+                   "network.hidden=[64,64]; repeatable")
     t.add_argument("--threads", type=int, default=0,
                    help="TensorFlow intra- and inter-op threads (0 = TensorFlow's default; "
                    "1 is fastest for small models on few cores)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or config echo")
+
+    v = sub.add_parser("evaluate", help="adaptation curve of a run on held-out tasks",
+                       description="Query MSE after 0..N inner steps on held-out tasks, from the "
+                       "run's latest checkpoint. Writes RUN_DIR/evaluation.json and .png.")
+    v.add_argument("run_dir", metavar="RUN_DIR")
+    v.add_argument("--tasks", type=int, default=600, help="held-out tasks (default 600)")
+    v.add_argument("--inner-steps", type=int, default=10, help="inner steps (default 10)")
+    v.add_argument("--shots", type=int, metavar="K", help="support points (default: the run's)")
+    v.add_argument("--query", type=int, default=100, help="query points per task (default 100)")
+    v.add_argument("--seed", type=int, help="held-out task seed (default: the run's seed)")
 
     e = sub.add_parser("export", help="export a run as an adaptable SavedModel",
-                       description="Writes <BASE>/<NAME>/<VERSION>/ (TF Serving layout) from the "
+                       description="Writes EXPORT_BASE/NAME/VERSION/ (TF Serving layout) from the "
                        "run's latest checkpoint and prints that directory. Never overwrites.")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--to", required=True, metavar="EXPORT_BASE", help="export base directory")
@@ -51,45 +81,67 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--version", type=int, help="version number (default: next free one)")
     e.add_argument("--max-num-steps", type=int, default=1000,
                    help="largest num_steps the adapt signature accepts (default 1000)")
+
+    a = sub.add_parser("adapt", help="adapt an exported model to data or a fresh task",
+                       description="Calls the SavedModel's `adapt` signature (TensorFlow only). "
+                       "With --data: a .npz or .json file holding support_x, support_y, query_x "
+                       "(and optionally query_y); prints the query predictions as JSON, and the "
+                       "MSE when query_y is given. Without --data: a fresh sinusoid task; prints "
+                       "the query MSE before and after adaptation.")
+    a.add_argument("saved_model", metavar="SAVEDMODEL", help="a version directory of an export")
+    a.add_argument("--data", metavar="FILE", help=".npz or .json with support_x, support_y, query_x")
+    a.add_argument("--num-steps", type=int, default=1, help="inner steps (default 1)")
+    a.add_argument("--shots", type=int, default=10, help="fresh task: support points (default 10)")
+    a.add_argument("--seed", type=int, default=0, help="fresh task: seed (default 0)")
     return p
 
 
 def _train(args) -> int:
-    import json
-
     import tensorflow as tf
 
-    from training.config import ExperimentConfig, load_config
-    from training.run import train
+    from training.config import apply_overrides, load_config
+    from training.run import read_run_config, train
 
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-
     if args.resume:
-        path = os.path.join(args.out, "config.json")
-        if not os.path.exists(path):
-            raise SystemExit(f"metarl train: --resume needs a run directory, {path} is missing")
-        with open(path) as f:
-            config = ExperimentConfig.from_dict(json.load(f))
+        if args.preset or args.out or args.algo or args.shots or args.seed is not None or args.set:
+            raise ValueError("--resume RUN_DIR continues a run as it was configured; only --steps "
+                             "may be given with it")
+        run_dir = args.resume
+        config = read_run_config(run_dir)
     else:
-        if args.preset is None:
-            raise SystemExit("metarl train: give a PRESET or FILE.yaml (see `metarl presets`)")
+        if args.preset is None or args.out is None:
+            raise ValueError("give PRESET|FILE.yaml and --out RUN_DIR (or --resume RUN_DIR)")
+        run_dir = args.out
         config = load_config(args.preset)
-    if args.algo:
-        config = config.with_algorithm(args.algo)
-    if args.shots is not None:
-        config = config.with_shots(args.shots)
-    updates = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
-    if updates:
-        config = dataclasses.replace(config, **updates)
-    summary = train(config, args.out, quiet=args.quiet, resume=args.resume)
+        if args.algo:
+            config = config.with_algorithm(args.algo)
+        if args.shots is not None:
+            config = config.with_shots(args.shots)
+        if args.seed is not None:
+            config = dataclasses.replace(config, seed=args.seed)
+        config = apply_overrides(config, args.set)
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+    summary = train(config, run_dir, quiet=args.quiet, resume=bool(args.resume))
     curve = summary["eval"]["mse"]
-    print(f"run_dir={args.out}")
+    print(f"run_dir={run_dir}")
     print(f"steps={summary['steps']} train_seconds={summary['train_seconds']:.1f}")
     print(" ".join(f"mse_after_{k}_steps={v:.4f}" for k, v in enumerate(curve)))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from training.run import evaluate_run
+
+    curve = evaluate_run(args.run_dir, num_tasks=args.tasks, num_steps=args.inner_steps,
+                         num_support=args.shots, num_query=args.query, seed=args.seed)
+    print(" ".join(f"mse_after_{k}_steps={v:.4f}" for k, v in enumerate(curve["mse"])))
+    print(f"wrote {os.path.join(args.run_dir, 'evaluation.json')}")
     return 0
 
 
@@ -105,6 +157,64 @@ def _export(args) -> int:
     return 0
 
 
+def _load_data(path: str) -> dict:
+    import numpy as np
+
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    elif path.endswith(".json"):
+        with open(path) as f:
+            data = json.load(f)
+    else:
+        raise ValueError(f"--data must be a .npz or .json file, got {path!r}")
+    missing = [k for k in ("support_x", "support_y", "query_x") if k not in data]
+    if missing:
+        raise ValueError(f"--data {path} lacks {missing}; it needs support_x, support_y, query_x")
+    out = {}
+    for k, v in data.items():
+        arr = np.asarray(v, dtype=np.float32)
+        out[k] = arr[:, None] if arr.ndim == 1 else arr
+    return out
+
+
+def _adapt(args) -> int:
+    import numpy as np
+    import tensorflow as tf
+
+    if not os.path.exists(os.path.join(args.saved_model, "saved_model.pb")):
+        raise FileNotFoundError(f"{args.saved_model} is not a SavedModel directory")
+    model = tf.saved_model.load(args.saved_model)
+    if "adapt" not in model.signatures:
+        raise ValueError(f"{args.saved_model} has no `adapt` signature")
+    adapt = model.signatures["adapt"]
+
+    def call(d, steps):
+        return adapt(support_x=tf.constant(d["support_x"]), support_y=tf.constant(d["support_y"]),
+                     query_x=tf.constant(d["query_x"]),
+                     num_steps=tf.constant(steps, tf.int32))["y"].numpy()
+
+    if args.data:
+        data = _load_data(args.data)
+        y = call(data, args.num_steps)
+        print(json.dumps({"y": y.tolist()}))
+        if "query_y" in data:
+            print(f"query_mse_after_{args.num_steps}_steps="
+                  f"{float(np.mean((y - data['query_y']) ** 2)):.6f}")
+        return 0
+    rng = np.random.default_rng(args.seed)  # a fresh sinusoid with the MAML paper's ranges
+    amp, phase = rng.uniform(0.1, 5.0), rng.uniform(0.0, np.pi)
+    xs = rng.uniform(-5, 5, (args.shots, 1)).astype(np.float32)
+    xq = rng.uniform(-5, 5, (100, 1)).astype(np.float32)
+    data = {"support_x": xs, "support_y": (amp * np.sin(xs - phase)).astype(np.float32),
+            "query_x": xq}
+    target = amp * np.sin(xq - phase)
+    print(f"task: sinusoid amplitude={amp:.4f} phase={phase:.4f} shots={args.shots}")
+    for steps in sorted({0, args.num_steps}):
+        print(f"query_mse_after_{steps}_steps={float(np.mean((call(data, steps) - target) ** 2)):.6f}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -113,10 +223,9 @@ def main(argv=None) -> int:
             for name, description in list_presets().items():
                 print(f"{name:24s} {description}")
             return 0
-        if args.command == "train":
-            return _train(args)
-        return _export(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        return {"train": _train, "evaluate": _evaluate, "export": _export,
+                "adapt": _adapt}[args.command](args)
+    except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as err:
         print(f"metarl {args.command}: error: {err}", file=sys.stderr)
         return 2
 

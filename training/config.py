@@ -15,7 +15,7 @@ import yaml
 
 from metarl_tf.algorithms import (MAMLConfig, MAMLLearner, MetaSGDConfig, MetaSGDLearner,
                                   ReptileConfig, ReptileLearner)
-from metarl_tf.algorithms._checks import check_int
+from metarl_tf.algorithms._checks import check_bool, check_int
 from metarl_tf.networks import mlp
 from metarl_tf.tasks import SinusoidTasks
 
@@ -64,6 +64,7 @@ class ExperimentConfig:
     eval_tasks: int = 600  # Held-out tasks in the final adaptation curve.
     eval_query: int = 100  # Query points per held-out task.
     eval_steps: int = 10  # Inner steps in the final adaptation curve.
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism() for the run.
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -91,6 +92,7 @@ class ExperimentConfig:
             check_int(self, name)
         check_int(self, "eval_steps", minimum=0)
         check_int(self, "seed", minimum=0)
+        check_bool(self, "deterministic")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -131,6 +133,35 @@ def _from_dict(cls, data: dict, where: str):
     return cls(**data)
 
 
+def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Applies ``--set`` overrides such as ``algorithm_config.inner_lr=0.02`` or ``network.hidden=[64,64]``.
+
+    Values are parsed as YAML scalars/lists (safe loader); the result is validated like any config.
+    """
+    data = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE (e.g. algorithm_config.inner_lr=0.02), got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ValueError(f"--set {key}: cannot parse value {raw!r}: {err}") from None
+        node, parts = data, key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                where = ".".join(parts[:depth + 1])
+                valid = sorted(k for k, v in node.items() if isinstance(v, dict))
+                raise ValueError(f"--set {key}: `{where}` is not a section; sections: {valid}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ValueError(f"--set {key}: unknown key `{parts[-1]}`; valid keys: {sorted(node)}")
+        node[parts[-1]] = value
+        if key == "algorithm":  # a new algorithm keeps only the fields it shares with the old one
+            return apply_overrides(config.with_algorithm(value), [o for o in overrides if o != item])
+    return ExperimentConfig.from_dict(data)
+
+
 def list_presets() -> dict[str, str]:
     """Preset name -> one-line description."""
     out = {}
@@ -149,8 +180,13 @@ def load_config(name_or_path: str) -> ExperimentConfig:
             presets = sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml"))
             raise ValueError(f"unknown preset {name_or_path!r}; presets: {presets} "
                              "(or give a path to a YAML file)")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as err:
+        raise ValueError(f"cannot read config file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {path} is not valid YAML: {err}") from None
     data.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     return ExperimentConfig.from_dict(data)
 

@@ -10,6 +10,7 @@ Run directory::
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,18 +27,45 @@ def checkpoint_manager(learner, run_dir: str, keep: int = 3) -> tf.train.Checkpo
     return tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "checkpoints"), max_to_keep=keep)
 
 
-def restore_learner(run_dir: str):
-    """Rebuilds a run's learner from ``config.json`` and its latest checkpoint."""
+def read_run_config(run_dir: str) -> ExperimentConfig:
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir} is not a run directory: no config.json")
-    with open(path) as f:
-        config = ExperimentConfig.from_dict(json.load(f))
+    try:
+        with open(path) as f:
+            return ExperimentConfig.from_dict(json.load(f))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+
+
+def restore_latest(manager: tf.train.CheckpointManager) -> str | None:
+    """Restores the newest checkpoint that reads back; warns about and skips corrupted ones.
+
+    Returns the path restored, or None when the directory holds no checkpoint.
+    Raises ValueError when checkpoints exist but none can be restored.
+    """
+    candidates = list(reversed(manager.checkpoints))
+    for path in candidates:
+        try:
+            manager.checkpoint.restore(path).assert_existing_objects_matched()
+            return path
+        except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as err:
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(f"warning: checkpoint {path} could not be restored ({msg}); trying an older one",
+                  file=sys.stderr)
+    if candidates:
+        raise ValueError(f"none of the checkpoints in {manager.directory} can be restored: "
+                         f"{[os.path.basename(c) for c in candidates]}")
+    return None
+
+
+def restore_learner(run_dir: str):
+    """Rebuilds a run's learner from ``config.json`` and its latest usable checkpoint."""
+    config = read_run_config(run_dir)
     learner = build_learner(config)
     manager = checkpoint_manager(learner, run_dir, config.keep_checkpoints)
-    if manager.latest_checkpoint is None:
+    if restore_latest(manager) is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
-    manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     return config, learner
 
 
@@ -49,9 +77,11 @@ def _write_json(path: str, data) -> None:
 
 
 class _Progress:
+    """A one-line progress bar with ETA on a terminal; silent when stderr is not a TTY or quiet."""
+
     def __init__(self, total: int, quiet: bool):
-        self.total, self.quiet = total, quiet
-        self.tty = sys.stderr.isatty()
+        self.total = total
+        self.quiet = quiet or not sys.stderr.isatty()
         self.start = time.perf_counter()
 
     def update(self, step: int, first_step: int, metrics: dict) -> None:
@@ -60,14 +90,15 @@ class _Progress:
         elapsed = time.perf_counter() - self.start
         rate = (step - first_step) / max(elapsed, 1e-9)
         eta = (self.total - step) / rate if rate > 0 else float("inf")
-        line = (f"step {step}/{self.total}  query_loss {metrics['query_loss']:.4f}  "
-                f"support_loss {metrics['support_loss']:.4f}  {rate:.0f} steps/s  "
-                f"ETA {eta:.0f}s")
-        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
+        done = int(30 * step / self.total)
+        line = (f"[{'#' * done}{'.' * (30 - done)}] {step}/{self.total}  "
+                f"query_loss {metrics['query_loss']:.4f}  support_loss {metrics['support_loss']:.4f}"
+                f"  {rate:.0f} steps/s  ETA {eta:.0f}s ")
+        sys.stderr.write("\r" + line)
         sys.stderr.flush()
 
     def close(self):
-        if not self.quiet and self.tty:
+        if not self.quiet:
             sys.stderr.write("\n")
 
 
@@ -79,16 +110,22 @@ def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: b
     os.makedirs(run_dir, exist_ok=True)
     config_path = os.path.join(run_dir, "config.json")
     if os.path.exists(config_path) and not resume:
-        raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it or "
-                              "choose a new --out")
+        raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} to continue "
+                              "it or choose a new --out")
+    if resume:
+        saved = read_run_config(run_dir)
+        if dataclasses.replace(saved, steps=config.steps) != config:
+            raise ValueError(f"{run_dir} holds a different run; only `steps` may change on resume")
     _write_json(config_path, config.to_dict())
     if not quiet:
         print(f"config: {json.dumps(config.to_dict())}", file=sys.stderr)
 
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     learner = build_learner(config)
     manager = checkpoint_manager(learner, run_dir, config.keep_checkpoints)
-    if resume and manager.latest_checkpoint:
-        manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    if resume:
+        restore_latest(manager)
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
     progress = _Progress(config.steps, quiet)
 
@@ -129,6 +166,23 @@ def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: b
     _write_json(os.path.join(run_dir, "summary.json"), summary)
     _plot_curve(curve, os.path.join(run_dir, "adaptation_curve.png"), config.name)
     return summary
+
+
+def evaluate_run(run_dir: str, num_tasks: int = 600, num_steps: int = 10,
+                 num_support: int | None = None, num_query: int = 100,
+                 seed: int | None = None) -> dict:
+    """Adaptation curve of a run's latest checkpoint; writes ``evaluation.json`` and ``.png``."""
+    for name, value, low in (("--tasks", num_tasks, 1), ("--inner-steps", num_steps, 0),
+                             ("--query", num_query, 1), ("--shots", num_support or 1, 1)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    config, learner = restore_learner(run_dir)
+    curve = learner.evaluate(num_tasks=num_tasks, num_query=num_query, num_steps=num_steps,
+                             num_support=num_support, seed=seed)
+    curve["meta_steps"] = learner.step
+    _write_json(os.path.join(run_dir, "evaluation.json"), curve)
+    _plot_curve(curve, os.path.join(run_dir, "evaluation.png"), f"{config.name} @ {learner.step}")
+    return curve
 
 
 def _plot_curve(curve: dict, path: str, title: str) -> None:

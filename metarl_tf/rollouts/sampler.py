@@ -1,0 +1,276 @@
+"""Collects N episodes per task for a meta-batch of tasks with gymnasium's vector API.
+
+The sub-environments of a ``gymnasium.vector.VectorEnv`` (``SyncVectorEnv``, or ``AsyncVectorEnv``
+for one process per environment) serve ``(task, episode)`` slots in waves: slot ``i`` of the
+``T * N`` needed belongs to task ``i % T``, and a wave fills all ``E`` sub-environments at once. Each
+wave sets the sub-environments' tasks (``set_attr("task", ...)``), resets them, and steps them
+together for at most ``horizon`` steps, asking the policy for all ``E`` actions in one call; a
+sub-environment whose episode ended keeps being stepped (the vector env auto-resets it) but its steps
+are masked out. When ``E`` is a multiple of ``T`` every sub-environment keeps its task across waves.
+
+The result has fixed shapes ``[T, N, H, ...]`` whatever the episode lengths, so a compiled train step
+never retraces.
+
+Example::
+
+    tasks = PointNavTasks()
+    envs = make_vector_env(tasks.make_env, num_envs=40)          # sub-envs wrapped in TaskEnv
+    policy = policy_from_params(policy_apply_fn(model), params, seed=0)   # params: [T, ...] each
+    episodes = collect_episodes(envs, policy, tasks.sample(40, seed=0), episodes_per_task=20,
+                                horizon=100, seed=0)               # Episodes of [40, 20, 100, ...]
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Protocol, Sequence
+
+import gymnasium
+import numpy as np
+import tensorflow as tf
+
+from metarl_tf.networks.policies import (categorical_sample, gaussian_sample, split_gaussian)
+from metarl_tf.rollouts.episodes import Episodes
+
+
+class PolicyFn(Protocol):
+    """Maps the observations of all sub-environments to their actions.
+
+    Args:
+      observations: ``[E, *obs_shape]`` float32, one row per sub-environment.
+      task_ids: ``[E]`` int32, the index (into the collected ``tasks``) of each row's task; a
+        policy with task-batched parameters ``[T, ...]`` picks row ``e``'s parameters with it.
+
+    Returns:
+      ``[E, *act_shape]`` actions (NumPy or tensor).
+    """
+
+    def __call__(self, observations: np.ndarray, task_ids: np.ndarray):
+        ...
+
+
+class EnvStepError(RuntimeError):
+    """An environment raised during a rollout; the message names its task and step."""
+
+
+class TaskEnv(gymnasium.Wrapper):
+    """Gives a task environment a settable ``task`` attribute and error reports with task and step.
+
+    The wrapped environment must implement ``set_task(task)`` (``get_task()`` optional); the
+    attribute lets ``vector_env.set_attr("task", [task_0, task_1, ...])`` give every sub-environment
+    its own task, with ``SyncVectorEnv`` and ``AsyncVectorEnv`` alike. An exception in ``reset`` or
+    ``step`` is re-raised as ``EnvStepError("task <task>, step <k>: <Type>: <message>")``.
+    """
+
+    def __init__(self, env: gymnasium.Env):
+        super().__init__(env)
+        if not callable(getattr(env.unwrapped, "set_task", None)):
+            raise TypeError(f"{type(env.unwrapped).__name__} has no `set_task(task)` method; "
+                            "a task environment needs one")
+        self._task = None
+        self._steps = 0
+
+    @property
+    def task(self):
+        return self._task
+
+    @task.setter
+    def task(self, value):
+        self.env.unwrapped.set_task(value)
+        self._task = value
+
+    def reset(self, *, seed=None, options=None):
+        self._steps = 0
+        try:
+            return self.env.reset(seed=seed, options=options)
+        except Exception as err:  # re-raised with context, never swallowed
+            raise EnvStepError(f"task {_describe(self._task)}, reset: {type(err).__name__}: "
+                               f"{err}") from err
+
+    def step(self, action):
+        self._steps += 1
+        try:
+            return self.env.step(action)
+        except Exception as err:  # re-raised with context, never swallowed
+            raise EnvStepError(f"task {_describe(self._task)}, step {self._steps}: "
+                               f"{type(err).__name__}: {err}") from err
+
+
+def _describe(task) -> str:
+    if isinstance(task, np.ndarray):
+        return np.array2string(task, precision=4, separator=", ")
+    return repr(task)
+
+
+def make_vector_env(env_fn: Callable[[], gymnasium.Env] | str, num_envs: int,
+                    asynchronous: bool = False, context: str | None = None,
+                    **make_kwargs) -> gymnasium.vector.VectorEnv:
+    """A vector env of ``num_envs`` task environments, each wrapped in ``TaskEnv``.
+
+    Args:
+      env_fn: a no-argument environment factory, or a gymnasium id (``make_kwargs`` go to
+        ``gymnasium.make``).
+      num_envs: number of sub-environments ``E``.
+      asynchronous: one subprocess per sub-environment (``AsyncVectorEnv``) instead of stepping them
+        in this process (``SyncVectorEnv``).
+      context: multiprocessing start method for ``AsyncVectorEnv`` (default: the platform's).
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"`num_envs` must be an integer >= 1, got {num_envs!r}")
+    if isinstance(env_fn, str):
+        env_id = env_fn
+        env_fn = lambda: gymnasium.make(env_id, **make_kwargs)  # noqa: E731
+    elif make_kwargs:
+        raise ValueError("keyword arguments for gymnasium.make need a gymnasium id as `env_fn`")
+    fns = [lambda: TaskEnv(env_fn()) for _ in range(num_envs)]
+    if asynchronous:
+        return gymnasium.vector.AsyncVectorEnv(fns, context=context)
+    return gymnasium.vector.SyncVectorEnv(fns)
+
+
+def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn,
+                     tasks: Sequence, episodes_per_task: int, horizon: int,
+                     seed: int | None = None) -> Episodes:
+    """Runs ``episodes_per_task`` episodes of at most ``horizon`` steps for every task.
+
+    Args:
+      vector_env: sub-environments with a settable ``task`` attribute (``make_vector_env``).
+      policy_fn: ``(observations [E, ...], task_ids [E]) -> actions [E, ...]`` (``PolicyFn``).
+      tasks: the ``T`` tasks (a sequence, or an array whose first axis indexes tasks).
+      episodes_per_task: ``N``.
+      horizon: ``H``; an episode longer than this is cut (the sub-env's own ``TimeLimit`` may end it
+        earlier).
+      seed: passed to the first ``reset`` (gymnasium seeds sub-env ``e`` with ``seed + e``).
+
+    Returns:
+      ``Episodes`` of NumPy arrays: observations ``[T, N, H, obs_dim]``, actions ``[T, N, H,
+      act_dim]`` (``[T, N, H]`` int32 for a ``Discrete`` action space), rewards and mask
+      ``[T, N, H]``; padding is zero.
+
+    Raises:
+      RuntimeError: an environment raised (the message names the tasks, episodes and step).
+      ValueError: a NaN/inf reward or observation, or a policy output of the wrong shape.
+    """
+    for name, value in (("episodes_per_task", episodes_per_task), ("horizon", horizon)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+    if not isinstance(vector_env, gymnasium.vector.VectorEnv):
+        raise TypeError(f"`vector_env` must be a gymnasium.vector.VectorEnv, got "
+                        f"{type(vector_env).__name__}")
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("`tasks` must contain at least one task")
+    num_tasks, num_envs = len(tasks), vector_env.num_envs
+    obs_space, act_space = vector_env.single_observation_space, vector_env.single_action_space
+    discrete = isinstance(act_space, gymnasium.spaces.Discrete)
+    act_shape = () if discrete else tuple(act_space.shape)
+    obs_shape = tuple(obs_space.shape)
+
+    total = num_tasks * episodes_per_task
+    observations = np.zeros((total, horizon) + obs_shape, np.float32)
+    actions = np.zeros((total, horizon) + act_shape, np.int32 if discrete else np.float32)
+    rewards = np.zeros((total, horizon), np.float32)
+    mask = np.zeros((total, horizon), np.float32)
+
+    assigned = [None] * num_envs      # task index each sub-env currently holds
+    for wave in itertools.count():
+        first = wave * num_envs
+        if first >= total:
+            break
+        slots = np.arange(first, first + num_envs)
+        live_slots = slots < total
+        # Slot i is task i % T; idle slots past the end (last wave) run too and are discarded.
+        task_ids = (slots % num_tasks).astype(np.int32)
+        if [int(t) for t in task_ids] != assigned:
+            try:
+                vector_env.set_attr("task", [tasks[t] for t in task_ids])
+            except Exception as err:
+                raise RuntimeError(f"could not set the tasks {task_ids.tolist()} on the "
+                                   f"sub-environments: {type(err).__name__}: {err}") from err
+            assigned = [int(t) for t in task_ids]
+        context = lambda step: (f"wave {wave}, step {step}, tasks {task_ids.tolist()} "  # noqa: E731
+                                f"(episodes {(slots // num_tasks).tolist()})")
+        try:
+            obs, _ = vector_env.reset(seed=seed if wave == 0 else None)
+        except Exception as err:
+            raise RuntimeError(f"environment raised on reset ({context(0)}): "
+                               f"{type(err).__name__}: {err}") from err
+        alive = live_slots.copy()
+        for h in range(horizon):
+            obs = np.asarray(obs, np.float32)
+            _check_finite(obs[alive], "observation", task_ids[alive], slots[alive], h, num_tasks)
+            action = np.asarray(policy_fn(obs, task_ids))
+            if action.shape != (num_envs,) + act_shape:
+                raise ValueError(f"policy_fn returned actions of shape {action.shape}, expected "
+                                 f"{(num_envs,) + act_shape} for {num_envs} sub-environments")
+            try:
+                obs_next, reward, terminated, truncated, _ = vector_env.step(action)
+            except Exception as err:
+                raise RuntimeError(f"environment raised during the rollout ({context(h + 1)}): "
+                                   f"{type(err).__name__}: {err}") from err
+            reward = np.asarray(reward, np.float32)
+            _check_finite(reward[alive], "reward", task_ids[alive], slots[alive], h, num_tasks)
+            live = np.flatnonzero(alive)
+            observations[slots[live], h] = obs[live]
+            actions[slots[live], h] = action[live]
+            rewards[slots[live], h] = reward[live]
+            mask[slots[live], h] = 1.0
+            alive &= ~(np.asarray(terminated) | np.asarray(truncated))
+            obs = obs_next
+            if not alive.any():
+                break
+
+    def by_task(x):  # slot i = episode i // T of task i % T  ->  [T, N, ...]
+        x = x.reshape((episodes_per_task, num_tasks) + x.shape[1:])
+        return np.ascontiguousarray(np.swapaxes(x, 0, 1))
+
+    return Episodes(by_task(observations), by_task(actions), by_task(rewards), by_task(mask))
+
+
+def _check_finite(values, what, task_ids, slots, step, num_tasks):
+    bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"non-finite {what} (NaN or inf) from the environment of task "
+                         f"{int(task_ids[i])}, episode {int(slots[i]) // num_tasks}, step {step}: "
+                         f"{values[i]!r}")
+
+
+def policy_from_params(apply_fn: Callable, params: Sequence[tf.Tensor],
+                       distribution: str = "gaussian", seed: int = 0,
+                       deterministic: bool = False) -> PolicyFn:
+    """A ``PolicyFn`` that samples from a policy with task-batched parameters, in TensorFlow.
+
+    Args:
+      apply_fn: ``(params, obs [T', M, obs_dim]) -> [T', M, out]`` (``policy_apply_fn(model)``).
+      params: task-batched parameters ``[T, ...]`` each (index ``t`` = task ``t`` of the rollout).
+      distribution: ``"gaussian"`` (output = ``concat([mean, log_std])``) or ``"categorical"``
+        (output = logits).
+      seed: the call ``n`` samples with the stateless seed ``(seed, n)``.
+      deterministic: act with the mean / the most likely action instead of sampling.
+
+    Returns:
+      A callable ``(observations [E, obs_dim], task_ids [E]) -> np.ndarray actions``; each
+      sub-environment row is evaluated with its task's parameters (one compiled function per call).
+    """
+    if distribution not in ("gaussian", "categorical"):
+        raise ValueError(f"`distribution` must be 'gaussian' or 'categorical', got {distribution!r}")
+    params = [tf.convert_to_tensor(p) for p in params]
+    calls = itertools.count()
+
+    @tf.function(reduce_retracing=True)
+    def act(obs, task_ids, step_seed):
+        rows = [tf.gather(p, task_ids) for p in params]          # [E, ...]: row e's task params
+        out = apply_fn(rows, obs[:, None])[:, 0]                 # [E, out]
+        if distribution == "gaussian":
+            mean, log_std = split_gaussian(out)
+            return mean if deterministic else gaussian_sample(mean, log_std, step_seed)
+        if deterministic:
+            return tf.argmax(out, axis=-1, output_type=tf.int32)
+        return categorical_sample(out, step_seed)
+
+    def policy(observations, task_ids):
+        step_seed = tf.constant([seed, next(calls)], tf.int64)
+        return act(tf.convert_to_tensor(observations, params[0].dtype),
+                   tf.convert_to_tensor(task_ids, tf.int32), step_seed).numpy()
+
+    return policy
