@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from metarl_tf import adaptation, evaluation
 from metarl_tf.algorithms import (MAMLConfig, MAMLLearner, MetaSGDConfig, MetaSGDLearner,
-                                  ReptileConfig, ReptileLearner, reptile_update)
+                                  ReptileConfig, ReptileLearner, reptile_direction)
 from metarl_tf.networks import mlp
 from metarl_tf.params import FunctionalModel
 from metarl_tf.tasks import SinusoidTasks, sample_task_batch
@@ -37,10 +37,11 @@ def test_configs_are_frozen():
         MAMLConfig().inner_lr = 0.5
 
 
-def test_reptile_update_formula():
-    # theta = 1, adapted W = {2, 4}: theta + 0.5 * (mean(W) - theta) = 1 + 0.5 * (3 - 1) = 2
-    out = reptile_update([tf.constant([1.0])], [tf.constant([[2.0], [4.0]])], 0.5)
-    np.testing.assert_allclose(out[0].numpy(), [2.0])
+def test_reptile_direction_formula():
+    # theta = 1, adapted W = {2, 4}: theta - mean(W) = 1 - 3 = -2 (the update theta - eps * (-2)
+    # moves theta towards the mean of the adapted weights)
+    out = reptile_direction([tf.constant([1.0])], [tf.constant([[2.0], [4.0]])])
+    np.testing.assert_allclose(out[0].numpy(), [-2.0])
 
 
 def test_reptile_learner_step_equals_its_formula():

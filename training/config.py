@@ -7,16 +7,19 @@ The resolved config is written into every run directory (``config.json``) and is
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Any
 
+import tensorflow as tf
 import yaml
 
 from metarl_tf.algorithms import (MAMLConfig, MAMLLearner, MetaSGDConfig, MetaSGDLearner,
                                   ReptileConfig, ReptileLearner)
 from metarl_tf.algorithms._checks import check_bool, check_int
 from metarl_tf.networks import mlp
+from metarl_tf.networks.mlp import check_mlp_args
 from metarl_tf.tasks import SinusoidTasks
 
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "configs")
@@ -29,6 +32,7 @@ ALGORITHMS = {
     "reptile": (ReptileConfig, ReptileLearner, {}),
 }
 TASKS = {"sinusoid": SinusoidTasks}
+DISTRIBUTE = ("none", "mirrored", "multi_worker")
 # Fields every supervised algorithm config has; they carry over when --algo switches algorithm.
 SHARED_FIELDS = ("meta_batch_size", "num_support", "num_query", "jit_compile", "steps_per_execution")
 
@@ -43,7 +47,7 @@ class NetworkConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(self.hidden))
-        mlp(1, 1, self.hidden, self.activation, self.init)  # validates every field, by name
+        check_mlp_args(1, 1, self.hidden, self.activation, self.init)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,7 @@ class ExperimentConfig:
     eval_query: int = 100  # Query points per held-out task.
     eval_steps: int = 10  # Inner steps in the final adaptation curve.
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism() for the run.
+    distribute: str = "none"  # "none", "mirrored" (all local devices) or "multi_worker" (TF_CONFIG).
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -93,6 +98,8 @@ class ExperimentConfig:
         check_int(self, "eval_steps", minimum=0)
         check_int(self, "seed", minimum=0)
         check_bool(self, "deterministic")
+        if self.distribute not in DISTRIBUTE:
+            raise ValueError(f"`distribute` must be one of {list(DISTRIBUTE)}, got {self.distribute!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -191,11 +198,29 @@ def load_config(name_or_path: str) -> ExperimentConfig:
     return ExperimentConfig.from_dict(data)
 
 
-def build_learner(config: ExperimentConfig):
-    """The task distribution, network and learner a config describes (fresh weights)."""
+def make_strategy(name: str) -> tf.distribute.Strategy | None:
+    """``none`` -> None (one device, the whole meta-step in one XLA call); ``mirrored`` -> all local
+    GPUs (or the CPU); ``multi_worker`` -> the cluster described by the ``TF_CONFIG`` variable."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("`distribute: multi_worker` needs the TF_CONFIG environment variable "
+                             "(see docs/DISTRIBUTED.md)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
+
+
+def build_learner(config: ExperimentConfig, strategy: tf.distribute.Strategy | None = None):
+    """The task distribution, network and learner a config describes (fresh weights).
+
+    The model is built inside ``strategy``'s scope when one is given.
+    """
     tasks = TASKS[config.task]()
     net = config.network
-    model = mlp(tasks.input_dim, tasks.output_dim, net.hidden, net.activation, net.init,
-                seed=config.seed)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = mlp(tasks.input_dim, tasks.output_dim, net.hidden, net.activation, net.init,
+                    seed=config.seed)
     learner_cls = ALGORITHMS[config.algorithm][1]
-    return learner_cls(model, tasks, config.algorithm_config, seed=config.seed)
+    return learner_cls(model, tasks, config.algorithm_config, seed=config.seed, strategy=strategy)

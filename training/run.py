@@ -19,7 +19,7 @@ import time
 
 import tensorflow as tf
 
-from training.config import ExperimentConfig, build_learner
+from training.config import ExperimentConfig, build_learner, make_strategy
 
 
 def checkpoint_manager(learner, run_dir: str, keep: int = 3) -> tf.train.CheckpointManager:
@@ -120,9 +120,10 @@ def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: b
     if not quiet:
         print(f"config: {json.dumps(config.to_dict())}", file=sys.stderr)
 
+    strategy = make_strategy(config.distribute)  # first: multi-worker needs a fresh runtime
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    learner = build_learner(config)
+    learner = build_learner(config, strategy)
     manager = checkpoint_manager(learner, run_dir, config.keep_checkpoints)
     if resume:
         restore_latest(manager)

@@ -60,6 +60,10 @@ class MAMLLearner:
       config: a ``MAMLConfig``.
       seed: base seed; meta-step ``n`` samples its tasks with the stateless seed ``(seed, n)``.
       optimizer: outer optimiser (default: ``keras.optimizers.Adam(config.meta_lr)``).
+      strategy: a ``tf.distribute`` strategy whose scope ``model`` was built in. With more than
+        one replica, every replica samples the same meta-batch and meta-learns on its own slice of
+        ``meta_batch_size / replicas`` tasks; the meta-gradients are summed across replicas, so the
+        update equals the single-device one.
 
     Example::
 
@@ -70,20 +74,34 @@ class MAMLLearner:
     """
 
     def __init__(self, model: keras.Model, tasks: RegressionTaskDistribution, config: MAMLConfig,
-                 seed: int = 0, optimizer: keras.optimizers.Optimizer | None = None):
+                 seed: int = 0, optimizer: keras.optimizers.Optimizer | None = None,
+                 strategy: tf.distribute.Strategy | None = None):
         if not isinstance(tasks, RegressionTaskDistribution):
             raise TypeError("`tasks` must implement RegressionTaskDistribution "
                             "(input_dim, output_dim, sample_task_params, sample_inputs, evaluate)")
         self.config = config
         self.tasks = tasks
-        self.fmodel = FunctionalModel(model)
-        self.model = model
-        self._make_extra_variables(seed)
-        self.optimizer = self._make_optimizer(optimizer)
         self.seed = int(seed)
-        self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self._train_fn = tf.function(self._train_loop, jit_compile=config.jit_compile, reduce_retracing=True,
-                                     input_signature=[tf.TensorSpec([], tf.int32)])
+        self.strategy = strategy if strategy is not None else tf.distribute.get_strategy()
+        self.num_replicas = self.strategy.num_replicas_in_sync
+        if config.meta_batch_size % self.num_replicas:
+            raise ValueError(f"`meta_batch_size` ({config.meta_batch_size}) must be divisible by the "
+                             f"number of replicas ({self.num_replicas})")
+        with self.strategy.scope():
+            self.fmodel = FunctionalModel(model)
+            self.model = model
+            self._make_extra_variables(seed)
+            self.optimizer = self._make_optimizer(optimizer)
+            self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        signature = [tf.TensorSpec([], tf.int32)]
+        if strategy is None:
+            # The whole loop -- sampling, inner loop, meta-gradient, update -- is one XLA function.
+            self._train_fn = tf.function(self._train_loop, jit_compile=config.jit_compile,
+                                         input_signature=signature)
+        else:
+            # XLA cannot span replicas: compile each replica's gradient, reduce and apply outside.
+            self._replica_grads_fn = tf.function(self._replica_grads, jit_compile=config.jit_compile)
+            self._train_fn = tf.function(self._distributed_train_loop, input_signature=signature)
 
     # -- what subclasses vary -------------------------------------------------------------------
     def _make_extra_variables(self, seed: int) -> None:
@@ -98,6 +116,20 @@ class MAMLLearner:
     def update_rule(self) -> adaptation.UpdateRule:
         """The inner-loop update rule with the current meta-parameters."""
         return adaptation.SGD(self.config.inner_lr)
+
+    def grads(self, batch, scale=1.0):
+        """``(query_loss, support_loss, grads)`` for a batch: what ``apply`` turns into an update.
+
+        ``grads`` are summed across replicas before ``apply``; ``scale`` is ``1 / replicas``.
+        """
+        with tf.GradientTape() as tape:
+            loss, pre = self.meta_loss(batch)
+            scaled = loss * scale
+        return loss, pre, tape.gradient(scaled, self.meta_variables)
+
+    def apply(self, grads) -> None:
+        """Updates the meta-parameters from (replica-summed) ``grads``."""
+        self.optimizer.apply_gradients(zip(grads, self.meta_variables))
 
     # -- the meta-step --------------------------------------------------------------------------
     @property
@@ -122,21 +154,38 @@ class MAMLLearner:
     def _step_seed(self):
         return tf.stack([tf.constant(self.seed, tf.int64), self.step_counter])
 
-    def _meta_step(self):
+    def _sample(self, seed):
         cfg = self.config
-        batch = sample_task_batch(self.tasks, self._step_seed(), cfg.meta_batch_size,
-                                  cfg.num_support, cfg.num_query)
-        with tf.GradientTape() as tape:
-            loss, pre = self.meta_loss(batch)
-        grads = tape.gradient(loss, self.meta_variables)
-        self.optimizer.apply_gradients(zip(grads, self.meta_variables))
-        self.step_counter.assign_add(1)
-        return loss, pre
+        return sample_task_batch(self.tasks, seed, cfg.meta_batch_size, cfg.num_support,
+                                 cfg.num_query)
 
     def _train_loop(self, steps):
         loss = pre = tf.constant(float("nan"))
         for _ in tf.range(steps):
-            loss, pre = self._meta_step()
+            loss, pre, grads = self.grads(self._sample(self._step_seed()))
+            self.apply(grads)
+            self.step_counter.assign_add(1)
+        return {"query_loss": loss, "support_loss": pre}
+
+    def _replica_grads(self, seed, replica_id):
+        local = self.config.meta_batch_size // self.num_replicas
+        rows = tf.range(local) + tf.cast(replica_id, tf.int32) * local
+        batch = tf.nest.map_structure(lambda t: tf.gather(t, rows), self._sample(seed))
+        return self.grads(batch, scale=1.0 / self.num_replicas)
+
+    def _distributed_train_loop(self, steps):
+        loss = pre = tf.constant(float("nan"))
+        mean, total = tf.distribute.ReduceOp.MEAN, tf.distribute.ReduceOp.SUM
+        for _ in tf.range(steps):
+            seed = self._step_seed()
+            per_replica = self.strategy.run(lambda s: self._replica_grads_fn(
+                s, tf.distribute.get_replica_context().replica_id_in_sync_group), args=(seed,))
+            loss_r, pre_r, grads_r = per_replica
+            grads = [self.strategy.reduce(total, g, axis=None) for g in grads_r]
+            self.apply(grads)
+            self.step_counter.assign_add(1)
+            loss = self.strategy.reduce(mean, loss_r, axis=None)
+            pre = self.strategy.reduce(mean, pre_r, axis=None)
         return {"query_loss": loss, "support_loss": pre}
 
     def train(self, steps: int) -> dict[str, float]:

@@ -21,7 +21,6 @@ from metarl_tf.algorithms._checks import check_bool, check_float, check_int
 from metarl_tf.algorithms.maml import MAMLLearner
 from metarl_tf.core import RegressionTaskDistribution
 from metarl_tf.params import mse
-from metarl_tf.tasks.regression import sample_task_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,20 +51,23 @@ class ReptileConfig:
         return True
 
 
-def reptile_update(theta, adapted, step_size):
-    """``theta + step_size * (mean_i adapted_i - theta)`` per parameter tensor (adapted: ``[B, ...]``)."""
-    return [t + step_size * (tf.reduce_mean(w, axis=0) - t) for t, w in zip(theta, adapted)]
+def reptile_direction(theta, adapted):
+    """``theta - mean_i adapted_i`` per parameter tensor (``adapted``: ``[B, *shape]``).
+
+    The update is ``theta <- theta - epsilon * direction = theta + epsilon (mean_i W_i - theta)``.
+    """
+    return [t - tf.reduce_mean(w, axis=0) for t, w in zip(theta, adapted)]
 
 
 class ReptileLearner(MAMLLearner):
     """Batched Reptile. Shares MAML's task sampling, evaluation and checkpointing; replaces the step."""
 
     def __init__(self, model: keras.Model, tasks: RegressionTaskDistribution, config: ReptileConfig,
-                 seed: int = 0):
-        super().__init__(model, tasks, config, seed=seed)
+                 seed: int = 0, strategy: tf.distribute.Strategy | None = None):
+        super().__init__(model, tasks, config, seed=seed, strategy=strategy)
 
     def _make_optimizer(self, optimizer):
-        return None  # The outer update is Reptile's own formula (``reptile_update``).
+        return None  # The outer update is Reptile's own formula (see ``apply``).
 
     def step_size(self):
         cfg = self.config
@@ -75,18 +77,19 @@ class ReptileLearner(MAMLLearner):
             eps = eps * tf.maximum(0.0, 1.0 - frac)
         return eps
 
-    def _meta_step(self):
-        cfg = self.config
-        batch = sample_task_batch(self.tasks, self._step_seed(), cfg.meta_batch_size,
-                                  cfg.num_support, cfg.num_query)
+    def grads(self, batch, scale=1.0):
+        """Reptile's direction ``theta - mean_i W_i`` (times ``scale``), so that ``apply`` gives
+        ``theta + epsilon (mean_i W_i - theta)``; no gradient flows through the inner loop."""
         theta = self.fmodel.params()
-        params = self.fmodel.tile(theta, cfg.meta_batch_size)
+        params = self.fmodel.tile(theta, tf.shape(batch.support_x)[0])
         support_loss = lambda p: mse(self.fmodel.apply_batched(p, batch.support_x), batch.support_y)
-        adapted = adaptation.adapt(support_loss, params, self.update_rule(), cfg.inner_steps,
+        adapted = adaptation.adapt(support_loss, params, self.update_rule(), self.config.inner_steps,
                                    first_order=True)
         query_loss = mse(self.fmodel.apply_batched(adapted.params, batch.query_x), batch.query_y)
-        for var, new in zip(self.fmodel.variables, reptile_update(theta, adapted.params,
-                                                                  self.step_size())):
-            var.assign(new)
-        self.step_counter.assign_add(1)
-        return tf.reduce_mean(query_loss), tf.reduce_mean(adapted.support_loss)
+        direction = [scale * d for d in reptile_direction(theta, adapted.params)]
+        return tf.reduce_mean(query_loss), tf.reduce_mean(adapted.support_loss), direction
+
+    def apply(self, grads) -> None:
+        eps = self.step_size()
+        for var, g in zip(self.fmodel.variables, grads):
+            var.assign_sub(eps * g)

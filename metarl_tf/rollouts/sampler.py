@@ -9,7 +9,8 @@ sub-environment whose episode ended keeps being stepped (the vector env auto-res
 are masked out. When ``E`` is a multiple of ``T`` every sub-environment keeps its task across waves.
 
 The result has fixed shapes ``[T, N, H, ...]`` whatever the episode lengths, so a compiled train step
-never retraces.
+never retraces. In error messages "step k" is the k-th ``step`` call of an episode (1-based): the
+reward of step k sits at time index ``k - 1`` of ``Episodes``.
 
 Example::
 
@@ -156,6 +157,12 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
     if not isinstance(vector_env, gymnasium.vector.VectorEnv):
         raise TypeError(f"`vector_env` must be a gymnasium.vector.VectorEnv, got "
                         f"{type(vector_env).__name__}")
+    try:  # set_attr would silently CREATE a missing attribute: check that it exists first
+        vector_env.get_attr("task")
+    except Exception as err:
+        raise TypeError("the sub-environments of `vector_env` need a settable `task` attribute; "
+                        "build it with make_vector_env (TaskEnv maps `task` to set_task) "
+                        f"[{type(err).__name__}: {err}]") from err
     tasks = list(tasks)
     if not tasks:
         raise ValueError("`tasks` must contain at least one task")
@@ -197,7 +204,8 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
         alive = live_slots.copy()
         for h in range(horizon):
             obs = np.asarray(obs, np.float32)
-            _check_finite(obs[alive], "observation", task_ids[alive], slots[alive], h, num_tasks)
+            _check_finite(obs[alive], "observation", task_ids[alive], slots[alive], num_tasks,
+                          f"after step {h}" if h else "on reset")
             action = np.asarray(policy_fn(obs, task_ids))
             if action.shape != (num_envs,) + act_shape:
                 raise ValueError(f"policy_fn returned actions of shape {action.shape}, expected "
@@ -208,7 +216,8 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
                 raise RuntimeError(f"environment raised during the rollout ({context(h + 1)}): "
                                    f"{type(err).__name__}: {err}") from err
             reward = np.asarray(reward, np.float32)
-            _check_finite(reward[alive], "reward", task_ids[alive], slots[alive], h, num_tasks)
+            _check_finite(reward[alive], "reward", task_ids[alive], slots[alive], num_tasks,
+                          f"at step {h + 1}")
             live = np.flatnonzero(alive)
             observations[slots[live], h] = obs[live]
             actions[slots[live], h] = action[live]
@@ -226,12 +235,12 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
     return Episodes(by_task(observations), by_task(actions), by_task(rewards), by_task(mask))
 
 
-def _check_finite(values, what, task_ids, slots, step, num_tasks):
+def _check_finite(values, what, task_ids, slots, num_tasks, when):
     bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"non-finite {what} (NaN or inf) from the environment of task "
-                         f"{int(task_ids[i])}, episode {int(slots[i]) // num_tasks}, step {step}: "
+                         f"{int(task_ids[i])}, episode {int(slots[i]) // num_tasks}, {when}: "
                          f"{values[i]!r}")
 
 
@@ -245,22 +254,22 @@ def policy_from_params(apply_fn: Callable, params: Sequence[tf.Tensor],
       params: task-batched parameters ``[T, ...]`` each (index ``t`` = task ``t`` of the rollout).
       distribution: ``"gaussian"`` (output = ``concat([mean, log_std])``) or ``"categorical"``
         (output = logits).
-      seed: the call ``n`` samples with the stateless seed ``(seed, n)``.
+      seed: seeds the ``tf.random.Generator`` (Philox) whose fresh stateless seed each call uses.
       deterministic: act with the mean / the most likely action instead of sampling.
 
     Returns:
       A callable ``(observations [E, obs_dim], task_ids [E]) -> np.ndarray actions``; each
-      sub-environment row is evaluated with its task's parameters (one compiled function per call).
+      sub-environment row is evaluated with its task's parameters (one call of a function traced
+      once per step of the rollout).
     """
     if distribution not in ("gaussian", "categorical"):
         raise ValueError(f"`distribution` must be 'gaussian' or 'categorical', got {distribution!r}")
     params = [tf.convert_to_tensor(p) for p in params]
-    calls = itertools.count()
+    generator = tf.random.Generator.from_seed(seed, alg="philox")
 
-    @tf.function(reduce_retracing=True)
-    def act(obs, task_ids, step_seed):
-        rows = [tf.gather(p, task_ids) for p in params]          # [E, ...]: row e's task params
-        out = apply_fn(rows, obs[:, None])[:, 0]                 # [E, out]
+    def act(obs, rows):
+        out = apply_fn(rows, obs[:, None])[:, 0]                 # [E, out], row e with its task
+        step_seed = generator.make_seeds(1)[:, 0]
         if distribution == "gaussian":
             mean, log_std = split_gaussian(out)
             return mean if deterministic else gaussian_sample(mean, log_std, step_seed)
@@ -268,9 +277,20 @@ def policy_from_params(apply_fn: Callable, params: Sequence[tf.Tensor],
             return tf.argmax(out, axis=-1, output_type=tf.int32)
         return categorical_sample(out, step_seed)
 
+    # Per-call overhead matters next to fast simulators: the function is traced once (a concrete
+    # function, no signature lookup per call) and each wave's per-row parameters gathered once.
+    cache = {"fn": None, "ids": None, "rows": None}
+
     def policy(observations, task_ids):
-        step_seed = tf.constant([seed, next(calls)], tf.int64)
-        return act(tf.convert_to_tensor(observations, params[0].dtype),
-                   tf.convert_to_tensor(task_ids, tf.int32), step_seed).numpy()
+        obs = tf.convert_to_tensor(observations, params[0].dtype)
+        ids = np.asarray(task_ids, np.int32)
+        if cache["ids"] is None or not np.array_equal(ids, cache["ids"]):
+            cache["rows"] = [tf.gather(p, ids) for p in params]          # [E, ...] per variable
+            cache["ids"] = ids.copy()
+        if cache["fn"] is None:
+            specs = [tf.TensorSpec([None] + list(r.shape[1:]), r.dtype) for r in cache["rows"]]
+            cache["fn"] = tf.function(act).get_concrete_function(
+                tf.TensorSpec([None] + list(obs.shape[1:]), obs.dtype), specs)
+        return cache["fn"](obs, cache["rows"]).numpy()
 
     return policy

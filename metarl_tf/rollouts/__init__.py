@@ -1,0 +1,20 @@
+"""Episodes for meta-RL: vectorized collection into padded tensors, returns, GAE, baselines.
+
+* ``episodes``: the ``Episodes`` batch ``[T tasks, N episodes, H steps, ...]`` with a mask;
+* ``sampler``: collection with gymnasium's vector API (``collect_episodes``);
+* ``tf_rollout``: in-graph rollouts on the pure-TF PointNav (``rollout_pointnav``);
+* ``returns``: discounted returns, GAE and advantage normalization as pure functions;
+* ``baselines``: the linear feature baseline of MAML-RL / ProMP, fitted per task.
+"""
+from metarl_tf.rollouts.baselines import LinearFeatureBaseline
+from metarl_tf.rollouts.episodes import Episodes, check_episodes
+from metarl_tf.rollouts.returns import discounted_returns, gae, normalize_advantages
+from metarl_tf.rollouts.sampler import (EnvStepError, PolicyFn, TaskEnv, collect_episodes,
+                                        make_vector_env, policy_from_params)
+from metarl_tf.rollouts.tf_rollout import (pointnav_oracle, rollout_pointnav,
+                                           rollout_pointnav_actions)
+
+__all__ = ["EnvStepError", "Episodes", "LinearFeatureBaseline", "PolicyFn", "TaskEnv",
+           "check_episodes", "collect_episodes", "discounted_returns", "gae", "make_vector_env",
+           "normalize_advantages", "pointnav_oracle", "policy_from_params", "rollout_pointnav",
+           "rollout_pointnav_actions"]
