@@ -1,8 +1,7 @@
-"""Validation of frozen-config fields for the task, policy and rollout modules.
+"""Validation of frozen-config fields: each error names the field and what was expected.
 
-Each error names the field and what was expected, as ``metarl_tf.algorithms._checks`` does for the
-algorithm configs. This copy lives at the package root so that ``tasks``, ``networks`` and
-``rollouts`` can validate without importing ``metarl_tf.algorithms`` (which imports them).
+Lives at the package root so that every module (tasks, networks, rollouts, algorithms) can validate
+without import cycles.
 """
 from __future__ import annotations
 
@@ -36,3 +35,9 @@ def check_range(config, name: str) -> None:
         ok = False
     if not ok:
         raise ValueError(f"`{name}` must be a finite (low, high) pair with low < high, got {value!r}")
+
+
+def check_bool(config, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}")

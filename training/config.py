@@ -17,7 +17,7 @@ import yaml
 
 from metarl_tf.algorithms import (MAMLConfig, MAMLLearner, MetaSGDConfig, MetaSGDLearner,
                                   ReptileConfig, ReptileLearner)
-from metarl_tf.algorithms._checks import check_bool, check_int
+from metarl_tf._checks import check_bool, check_int
 from metarl_tf.networks import mlp
 from metarl_tf.networks.mlp import check_mlp_args
 from metarl_tf.tasks import SinusoidTasks

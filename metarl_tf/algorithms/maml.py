@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from metarl_tf import adaptation, evaluation
-from metarl_tf.algorithms._checks import check_bool, check_float, check_int
+from metarl_tf._checks import check_bool, check_float, check_int
 from metarl_tf.core import RegressionTaskDistribution
 from metarl_tf.params import FunctionalModel, mse
 from metarl_tf.tasks.regression import sample_task_batch

@@ -11,11 +11,11 @@ initialised uniformly in ``rate_init_range`` (the paper draws them from [0.005, 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import tensorflow as tf
 
 from metarl_tf import adaptation
-from metarl_tf.algorithms._checks import check_float
 from metarl_tf.algorithms.maml import MAMLConfig, MAMLLearner
 
 
@@ -27,12 +27,14 @@ class MetaSGDConfig(MAMLConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        low, high = self.rate_init_range
-        holder = type("R", (), {"rate_init_range_low": low, "rate_init_range_high": high})
-        check_float(holder, "rate_init_range_low", low=0.0, low_inclusive=True)
-        check_float(holder, "rate_init_range_high")
-        if not low <= high:
-            raise ValueError(f"`rate_init_range` must have low <= high, got {self.rate_init_range!r}")
+        try:
+            low, high = (float(v) for v in self.rate_init_range)
+            ok = math.isfinite(low) and math.isfinite(high) and 0.0 <= low <= high
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError("`rate_init_range` must be a (low, high) pair with 0 <= low <= high, "
+                             f"got {self.rate_init_range!r}")
 
 
 class MetaSGDLearner(MAMLLearner):

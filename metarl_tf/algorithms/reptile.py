@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from metarl_tf import adaptation
-from metarl_tf.algorithms._checks import check_bool, check_float, check_int
+from metarl_tf._checks import check_bool, check_float, check_int
 from metarl_tf.algorithms.maml import MAMLLearner
 from metarl_tf.core import RegressionTaskDistribution
 from metarl_tf.params import mse

@@ -15,6 +15,7 @@ import math
 
 import tensorflow as tf
 
+from metarl_tf._checks import check_range
 from metarl_tf.core import RegressionTaskDistribution, TaskBatch
 
 
@@ -30,10 +31,7 @@ class SinusoidTasks:
 
     def __post_init__(self):
         for name in ("amplitude_range", "phase_range", "input_range"):
-            low, high = getattr(self, name)
-            if not (math.isfinite(low) and math.isfinite(high) and low < high):
-                raise ValueError(f"`{name}` must be a finite (low, high) pair with low < high, "
-                                 f"got {getattr(self, name)!r}")
+            check_range(self, name)
 
     def sample_task_params(self, seed, num_tasks):
         s = tf.random.experimental.stateless_split(seed, 2)
