@@ -43,7 +43,9 @@ class AdaptableRegressor(tf.Module):
       fmodel: the network (only traced; the export keeps its own copies of the values).
       params: meta-learned parameter values, ordered like ``fmodel.variables``.
       rule: ``adaptation.SGD`` or ``adaptation.PerParameterSGD`` with the meta-learned rate(s).
-      max_num_steps: the largest ``num_steps`` the ``adapt`` signature accepts.
+      max_num_steps: the largest ``num_steps`` the ``adapt`` signature accepts. Meta-SGD's rates
+        are learned for the number of steps it was trained with (often 1) and can be large
+        (|alpha| of 2-4 on sinusoids): many more steps than that may diverge to inf/NaN.
     """
 
     def __init__(self, fmodel: FunctionalModel, params, rule: adaptation.UpdateRule,

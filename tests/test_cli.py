@@ -82,7 +82,7 @@ def test_cli_algorithm_names_match_the_config():
 def test_switching_algorithm_keeps_the_shared_fields():
     cfg = load_config("maml-sinusoid").with_shots(5)
     reptile = cfg.with_algorithm("reptile")
-    assert reptile.algorithm_config.num_support == 5 and reptile.algorithm_config.inner_lr == 0.02
+    assert reptile.algorithm_config.num_support == 5 and reptile.algorithm_config.inner_lr == 0.01
     fomaml = cfg.with_algorithm("fomaml")
     assert fomaml.algorithm_config.first_order and fomaml.algorithm_config.inner_lr == 0.01
     assert not fomaml.with_algorithm("maml").algorithm_config.first_order

@@ -56,7 +56,9 @@ class MAMLLearner:
 
     Args:
       model: a built Keras model mapping ``[N, d_in]`` to ``[N, d_out]``.
-      tasks: a ``RegressionTaskDistribution``.
+      tasks: a ``RegressionTaskDistribution``, or None when meta-batches come from elsewhere
+        (``metarl_tf.keras.MetaModel`` feeds a ``tf.data`` pipeline to ``grads`` / ``apply``);
+        ``train`` and ``evaluate`` then raise, as there is nothing to sample from.
       config: a ``MAMLConfig``.
       seed: base seed; meta-step ``n`` samples its tasks with the stateless seed ``(seed, n)``.
       optimizer: outer optimiser (default: ``keras.optimizers.Adam(config.meta_lr)``).
@@ -76,7 +78,7 @@ class MAMLLearner:
     def __init__(self, model: keras.Model, tasks: RegressionTaskDistribution, config: MAMLConfig,
                  seed: int = 0, optimizer: keras.optimizers.Optimizer | None = None,
                  strategy: tf.distribute.Strategy | None = None):
-        if not isinstance(tasks, RegressionTaskDistribution):
+        if tasks is not None and not isinstance(tasks, RegressionTaskDistribution):
             raise TypeError("`tasks` must implement RegressionTaskDistribution "
                             "(input_dim, output_dim, sample_task_params, sample_inputs, evaluate)")
         self.config = config
@@ -84,7 +86,8 @@ class MAMLLearner:
         self.seed = int(seed)
         self.strategy = strategy if strategy is not None else tf.distribute.get_strategy()
         self.num_replicas = self.strategy.num_replicas_in_sync
-        if config.meta_batch_size % self.num_replicas:
+        # With tasks=None, whoever feeds the meta-batches shards and checks them (MetaModel.fit).
+        if tasks is not None and config.meta_batch_size % self.num_replicas:
             raise ValueError(f"`meta_batch_size` ({config.meta_batch_size}) must be divisible by the "
                              f"number of replicas ({self.num_replicas})")
         with self.strategy.scope():
@@ -196,6 +199,7 @@ class MAMLLearner:
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}")
+        self._require_tasks("train")
         out = {}
         done = 0
         while done < steps:
@@ -207,10 +211,17 @@ class MAMLLearner:
     def evaluate(self, num_tasks: int = 600, num_query: int = 100, num_steps: int = 10,
                  num_support: int | None = None, seed: int | None = None) -> dict:
         """Adaptation curve on held-out tasks; see ``metarl_tf.evaluation.adaptation_curve``."""
+        self._require_tasks("evaluate")
         return evaluation.adaptation_curve(
             self.fmodel, self.fmodel.params(), self.tasks, self.update_rule(), num_tasks=num_tasks,
-            num_support=num_support or self.config.num_support, num_query=num_query,
+            num_support=self.config.num_support if num_support is None else num_support,
+            num_query=num_query,
             num_steps=num_steps, seed=self.seed if seed is None else seed)
+
+    def _require_tasks(self, method: str) -> None:
+        if self.tasks is None:
+            raise ValueError(f"`{method}` samples from the learner's task distribution, but it was "
+                             "built with tasks=None; pass a RegressionTaskDistribution")
 
     def checkpoint_items(self) -> dict:
         items = {"model": self.model, "step": self.step_counter}
