@@ -1,0 +1,311 @@
+"""Meta-World ML1 and ML10 as task families for the meta-RL samplers.
+
+Meta-World (Yu et al. 2019, arXiv:1910.10897; the ``metaworld`` package 3.1.x, MuJoCo 3.3.0) through
+its classic API (see ``PAPERS.md`` section 5)::
+
+    benchmark = metaworld.ML1("reach-v3", seed=0)      # or metaworld.ML10(seed=0)
+    benchmark.train_classes / benchmark.test_classes   # {env name: environment class}
+    benchmark.train_tasks   / benchmark.test_tasks     # [metaworld.types.Task], 50 goals per class
+    env = benchmark.train_classes["reach-v3"]()
+    env.set_task(benchmark.train_tasks[0])
+
+* ML1: one manipulation environment; train and test tasks are different goal (and object) positions
+  of it (Meta-World draws the test goals with ``seed + 1``).
+* ML10: 10 training environments and 5 different held-out test environments.
+* The goal is hidden from the observation (39 floats, the goal slots zero); the horizon is
+  Meta-World's ``max_path_length``, 500 steps; ``info["success"]`` is 1.0 on a step that solves the
+  task (an episode counts as a success if it is ever 1, MW ``docs/evaluation/evaluation.md``).
+
+This module gives the two pieces the samplers need:
+
+* ``MetaWorldTasks``: a frozen description of the benchmark (``benchmark``, ``env_name``, the
+  ``benchmark_seed`` that fixes the goals, ``num_goals``, ``horizon``) whose ``tasks(split)`` are
+  Meta-World's own train / test lists and whose ``sample(num_tasks, seed, split)`` draws from one of
+  them, stratified over the environment classes. Train and test are never mixed.
+* ``MetaWorldEnv``: a ``gymnasium.Env`` with ``set_task`` / ``get_task`` and a settable ``task``
+  property (so ``collect_episodes``'s ``set_attr("task", ...)`` drives it). It holds one Meta-World
+  environment per class it has seen and switches between them as the task's class changes, so one
+  sub-environment serves every task of ML10. Registered as ``metarl_tf/ML1-v0`` (``env_name``
+  keyword, default ``"reach-v3"``) and ``metarl_tf/ML10-v0``, with a 500-step ``TimeLimit``.
+
+Building a benchmark runs Meta-World's goal generation (about 5 s for ML1, 15-35 s for ML10 on two
+cores); it is done once per process and cached. An environment whose task is set before its first
+``reset`` (the sampler's order) never builds one.
+
+Example::
+
+    tasks = MetaWorldTasks("ML1", "reach-v3")
+    train = tasks.sample(20, seed=0)                      # 20 metaworld Tasks from the train split
+    envs = make_vector_env(tasks.make_env, num_envs=20)
+    episodes = collect_episodes(envs, policy, train, episodes_per_task=10, horizon=500)
+"""
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import threading
+
+import gymnasium
+import numpy as np
+
+try:
+    import metaworld
+    from metaworld import env_dict as mw_env_dict
+    from metaworld.types import Task
+except ImportError as _err:
+    raise ImportError("metarl_tf.tasks.metaworld needs Meta-World: pip install "
+                      "'metarl-tf[metaworld]' (metaworld==3.1.1) "
+                      f"[{type(_err).__name__}: {_err}]") from _err
+
+from metarl_tf._checks import check_int
+from metarl_tf.tasks.pointnav import _split_index
+
+ML1_ID = "metarl_tf/ML1-v0"
+ML10_ID = "metarl_tf/ML10-v0"
+BENCHMARKS = ("ML1", "ML10")
+MAX_PATH_LENGTH = 500  # metaworld.sawyer_xyz_env.SawyerXYZEnv.max_path_length
+OBS_DIM = 39
+ACT_DIM = 4
+
+_BENCHMARKS: dict = {}   # (benchmark, env_name, benchmark_seed, num_goals) -> metaworld.Benchmark
+_LOCK = threading.Lock()
+
+
+def ml1_env_names() -> list[str]:
+    """The environment names ML1 accepts (all Meta-World v3 environments)."""
+    return list(metaworld.ML1.ENV_NAMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaWorldTasks:
+    """A Meta-World meta-learning benchmark as a task family with a train and a test split.
+
+    Args:
+      benchmark: ``"ML1"`` or ``"ML10"``.
+      env_name: the ML1 environment (e.g. ``"reach-v3"``; ``ml1_env_names()`` lists them); must be
+        ``None`` for ML10.
+      benchmark_seed: the seed passed to ``metaworld.ML1(env_name, seed=...)`` /
+        ``metaworld.ML10(seed=...)``; it fixes the goal positions of both splits (the same seed
+        given to ``gym.make_vec("Meta-World/ML1-test", seed=...)`` yields the same test goals).
+      num_goals: goal variations generated per environment class (Meta-World's ``_N_GOALS``, 50;
+        fewer builds faster).
+      horizon: episode length, at most Meta-World's ``max_path_length`` (500).
+    """
+
+    benchmark: str = "ML1"
+    env_name: str | None = "reach-v3"
+    benchmark_seed: int = 0
+    num_goals: int = 50
+    horizon: int = MAX_PATH_LENGTH
+    obs_dim = OBS_DIM
+    act_dim = ACT_DIM
+
+    def __post_init__(self):
+        if self.benchmark not in BENCHMARKS:
+            raise ValueError(f"`benchmark` must be one of {BENCHMARKS}, got {self.benchmark!r}")
+        if self.benchmark == "ML1":
+            if self.env_name not in metaworld.ML1.ENV_NAMES:
+                raise ValueError(f"`env_name` {self.env_name!r} is not a Meta-World v3 "
+                                 f"environment; valid names: {', '.join(ml1_env_names())}")
+        elif self.env_name is not None:
+            raise ValueError(f"`env_name` must be None for {self.benchmark} (its environments are "
+                             f"fixed), got {self.env_name!r}")
+        check_int(self, "benchmark_seed", minimum=0)
+        check_int(self, "num_goals")
+        check_int(self, "horizon")
+        if self.horizon > MAX_PATH_LENGTH:
+            raise ValueError(f"`horizon` must be <= {MAX_PATH_LENGTH} (Meta-World's "
+                             f"max_path_length), got {self.horizon}")
+
+    # -- the benchmark -------------------------------------------------------------------------
+    def build(self) -> "metaworld.Benchmark":
+        """The ``metaworld.ML1`` / ``metaworld.ML10`` object (built once per process, cached)."""
+        key = (self.benchmark, self.env_name, self.benchmark_seed, self.num_goals)
+        with _LOCK:
+            if key not in _BENCHMARKS:
+                saved = metaworld._N_GOALS               # Meta-World's own knob (its MT entry
+                metaworld._N_GOALS = self.num_goals      # points set it from `num_goals` too)
+                try:
+                    if self.benchmark == "ML1":
+                        _BENCHMARKS[key] = metaworld.ML1(self.env_name, seed=self.benchmark_seed)
+                    else:
+                        _BENCHMARKS[key] = metaworld.ML10(seed=self.benchmark_seed)
+                finally:
+                    metaworld._N_GOALS = saved
+            return _BENCHMARKS[key]
+
+    def classes(self, split: str = "train") -> dict:
+        """``{env name: Meta-World environment class}`` of a split (no benchmark build needed)."""
+        _split_index(split)
+        if self.benchmark == "ML1":            # metaworld.ML1: the same class in both splits
+            return {self.env_name: mw_env_dict.ALL_V3_ENVIRONMENTS[self.env_name]}
+        return dict(mw_env_dict.ML10_V3[split])
+
+    def env_names(self, split: str = "train") -> list[str]:
+        """The environment names of a split (ML1: the one environment in both)."""
+        return list(self.classes(split))
+
+    def tasks(self, split: str = "train") -> list[Task]:
+        """Meta-World's task list of a split (``train_tasks`` or ``test_tasks``), in its order."""
+        _split_index(split)
+        bench = self.build()
+        return list(bench.train_tasks if split == "train" else bench.test_tasks)
+
+    def sample(self, num_tasks: int, seed: int, split: str = "train") -> list[Task]:
+        """``num_tasks`` tasks of one split, stratified over its environment classes.
+
+        Task ``i`` belongs to class ``order[i % C]`` (a seeded permutation of the ``C`` classes, so
+        a meta-batch that is a multiple of ``C`` holds every class equally often, as Meta-World's
+        ``make_ml_envs`` does); within a class the goals are drawn without replacement and
+        reshuffled once all have been used.
+        """
+        if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, np.integer)) \
+                or num_tasks < 1:
+            raise ValueError(f"`num_tasks` must be an integer >= 1, got {num_tasks!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"`seed` must be an integer, got {seed!r}")
+        key = _split_index(split)
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(key,)))
+        by_class: dict[str, list[Task]] = {}
+        for task in self.tasks(split):
+            by_class.setdefault(task.env_name, []).append(task)
+        names = list(by_class)
+        order = [names[i] for i in rng.permutation(len(names))]
+        queues: dict[str, list[int]] = {name: [] for name in names}
+        out = []
+        for i in range(int(num_tasks)):
+            name = order[i % len(order)]
+            if not queues[name]:
+                queues[name] = list(rng.permutation(len(by_class[name])))
+            out.append(by_class[name][queues[name].pop()])
+        return out
+
+    def make_env(self, task: Task | None = None, split: str = "train",
+                 **kwargs) -> gymnasium.Env:
+        """A ``MetaWorldEnv`` of this benchmark inside a ``TimeLimit(horizon)``."""
+        env = MetaWorldEnv(benchmark=self.benchmark, env_name=self.env_name,
+                           benchmark_seed=self.benchmark_seed, num_goals=self.num_goals,
+                           split=split, task=task, **kwargs)
+        return gymnasium.wrappers.TimeLimit(env, max_episode_steps=self.horizon)
+
+
+def task_goal(task: Task) -> tuple[str, np.ndarray]:
+    """``(env_name, rand_vec)`` of a Meta-World task: its class and its goal/object positions."""
+    _check_task(task)
+    return task.env_name, np.asarray(pickle.loads(task.data)["rand_vec"], np.float64)
+
+
+def _check_task(task) -> None:
+    if not isinstance(task, Task):
+        raise TypeError(f"a Meta-World task must be a metaworld.types.Task (from "
+                        f"MetaWorldTasks.sample / .tasks), got {type(task).__name__}")
+
+
+class MetaWorldEnv(gymnasium.Env):
+    """One sub-environment for any task of a Meta-World ML benchmark.
+
+    Args:
+      env_name: the ML1 environment (``None`` for ML10).
+      benchmark: ``"ML1"`` or ``"ML10"``.
+      benchmark_seed: the benchmark seed (only used to draw a default task, see below).
+      num_goals: goals per class of that benchmark (idem).
+      split: the split a default task is drawn from.
+      task: the initial task; ``None`` draws one from ``split`` with the env's ``np_random`` at the
+        first reset (which builds the benchmark: slow, see the module docstring).
+      terminate_on_success: end the episode (``terminated``) on the first successful step, as
+        Meta-World's evaluation does; off by default (training runs the full horizon).
+      reward_function_version: Meta-World's reward version (``"v2"``, its default).
+
+    Observations are float64 ``[39]``, actions float32 ``[4]`` in ``[-1, 1]`` (all v3 environments
+    share them). ``info`` is Meta-World's (``success`` as a float, ``near_object``,
+    ``grasp_success``, ``grasp_reward``, ``in_place_reward``, ``obj_to_target``,
+    ``unscaled_reward``). ``set_task`` takes effect at the next ``reset`` (Meta-World applies the
+    goal when it resets).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, env_name: str | None = "reach-v3", benchmark: str = "ML1",
+                 benchmark_seed: int = 0, num_goals: int = 50, split: str = "train",
+                 task: Task | None = None, terminate_on_success: bool = False,
+                 reward_function_version: str = "v2"):
+        self.family = MetaWorldTasks(benchmark=benchmark, env_name=env_name,
+                                     benchmark_seed=benchmark_seed, num_goals=num_goals)
+        _split_index(split)
+        self.split = split
+        self.terminate_on_success = bool(terminate_on_success)
+        self._reward_version = reward_function_version
+        self._classes = {**self.family.classes("train"), **self.family.classes("test")}
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, shape=(OBS_DIM,),
+                                                      dtype=np.float64)
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, shape=(ACT_DIM,), dtype=np.float32)
+        self._envs: dict = {}           # env name -> Meta-World environment instance
+        self._env = None                # the active one
+        self._task: Task | None = None
+        self._pending = True            # the task changed since the last reset
+        self._seed: int | None = None
+        if task is not None:
+            self.set_task(task)
+
+    # -- the task protocol ---------------------------------------------------------------------
+    def set_task(self, task: Task) -> None:
+        """Sets the task (a ``metaworld.types.Task`` of this benchmark); applies at next reset."""
+        _check_task(task)
+        if task.env_name not in self._classes:
+            raise ValueError(f"task of environment {task.env_name!r} does not belong to "
+                             f"{self.family.benchmark}; valid environments: "
+                             f"{', '.join(self._classes)}")
+        env = self._envs.get(task.env_name)
+        if env is None:
+            env = self._classes[task.env_name](reward_function_version=self._reward_version)
+            if self._seed is not None:
+                env.seed(self._seed)
+            self._envs[task.env_name] = env
+        env.set_task(task)
+        self._env, self._task, self._pending = env, task, True
+
+    def get_task(self) -> Task | None:
+        return self._task
+
+    @property
+    def task(self):
+        return self.get_task()
+
+    @task.setter
+    def task(self, value):
+        self.set_task(value)
+
+    # -- gymnasium API ---------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options and "task" in options:
+            self.set_task(options["task"])
+        if self._task is None:
+            pool = self.family.tasks(self.split)
+            self.set_task(pool[int(self.np_random.integers(len(pool)))])
+        if seed is not None:
+            self._seed = int(seed)
+            self._env.seed(int(seed))
+        obs, info = self._env.reset()
+        self._pending = False
+        return obs, info
+
+    def step(self, action):
+        if self._env is None or self._pending:
+            raise RuntimeError("MetaWorldEnv.step called before reset (a new task applies at "
+                               "reset)")
+        action = np.asarray(action, np.float32)
+        if action.shape != (ACT_DIM,) or not np.isfinite(action).all():
+            raise ValueError(f"`action` must be a finite vector of shape ({ACT_DIM},), got {action!r}")
+        obs, reward, terminated, truncated, info = self._env.step(action)
+        info = dict(info)
+        info["success"] = float(info.get("success", 0.0))
+        if self.terminate_on_success and info["success"] > 0:
+            terminated = True
+        return obs, float(reward), bool(terminated), bool(truncated), info
+
+    def close(self):
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+        self._env = None
