@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.metarl-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench venv clean
+.PHONY: demo demo-rl test bench venv clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(PY) examples/sinusoid_demo.py --out demo_out
+
+demo-rl: $(STAMP)
+	$(PY) examples/pointnav_demo.py --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

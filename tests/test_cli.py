@@ -57,7 +57,9 @@ def test_bad_arguments_are_refused_clearly(tmp_path, repo_root):
     assert out.returncode == 2 and "num_support" in out.stderr
     out = metarl("export", str(tmp_path / "nothing"), "--to", str(tmp_path), cwd=repo_root)
     assert out.returncode == 2 and "not a run directory" in out.stderr
-    assert metarl("presets", cwd=repo_root).stdout.startswith("maml-sinusoid")
+    listed = metarl("presets", cwd=repo_root).stdout.splitlines()
+    assert any(line.startswith("maml-sinusoid ") and "MAML on sinusoids" in line for line in listed)
+    assert any(line.startswith("maml-trpo-pointnav ") for line in listed)
 
 
 def test_config_refuses_unknown_keys_and_values_by_name(tmp_path):
@@ -86,3 +88,49 @@ def test_switching_algorithm_keeps_the_shared_fields():
     fomaml = cfg.with_algorithm("fomaml")
     assert fomaml.algorithm_config.first_order and fomaml.algorithm_config.inner_lr == 0.01
     assert not fomaml.with_algorithm("maml").algorithm_config.first_order
+
+
+EVERY_PRESET = r"""
+import json, os, sys
+from training.cli import main
+from training.config import kind_of, list_presets, load_config
+out = {}
+for name in list_presets():
+    run_dir = os.path.join(sys.argv[1], name)
+    tiny = ["--set", "log_every=1", "--set", "checkpoint_every=1", "--set", "eval_tasks=2",
+            "--set", "eval_steps=1", "--set", "network.hidden=[8]"]
+    if kind_of(load_config(name)) == "rl":
+        tiny += ["--steps", "1", "--set", "algorithm_config.meta_batch_size=2",
+                 "--set", "algorithm_config.episodes_per_task=2", "--set", "algorithm_config.horizon=5"]
+    else:
+        tiny += ["--steps", "3", "--set", "algorithm_config.steps_per_execution=3",
+                 "--set", "eval_query=5"]
+    code = main(["train", name, "--out", run_dir, "--quiet", "--threads", "1", *tiny])
+    export = main(["export", run_dir, "--to", os.path.join(sys.argv[1], "exports")]) if code == 0 else -1
+    out[name] = {"train": code, "export": export, "files": sorted(os.listdir(run_dir))}
+print(json.dumps(out))
+"""
+
+
+def test_every_preset_trains_and_exports_through_the_cli(tmp_path, repo_root):
+    """Each preset on a tiny budget: the run directory's files, a readable event file, an export."""
+    import glob
+
+    import tensorflow as tf
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", EVERY_PRESET, str(tmp_path)], capture_output=True,
+                          text=True, env=env, cwd=repo_root, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(result) >= 12
+    for name, r in result.items():
+        assert r["train"] == 0 and r["export"] == 0, (name, r)
+        for f in ("adaptation_curve.png", "checkpoints", "config.json", "summary.json",
+                  "tensorboard"):
+            assert f in r["files"], (name, f)
+        events = glob.glob(str(tmp_path / name / "tensorboard" / "events.*"))
+        tags = {v.tag for e in events for ev in tf.compat.v1.train.summary_iterator(e)
+                for v in ev.summary.value}
+        assert "steps_per_s" in tags and any(t.startswith("eval/") for t in tags), (name, tags)
+        assert os.path.exists(tmp_path / "exports" / name / "1" / "saved_model.pb"), name

@@ -126,3 +126,15 @@ def test_two_deterministic_runs_give_identical_metrics(tmp_path, repo_root):
         assert out.returncode == 0, out.stderr[-2000:]
         outs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert outs[0] == outs[1]
+
+
+def test_algorithm_pages_document_every_config_field(repo_root):
+    from metarl_tf.algorithms import MAMLConfig, MetaSGDConfig, ReptileConfig
+    from metarl_tf.algorithms.maml_rl import MAMLRLConfig, ReptileRLConfig
+    for page, classes in (("maml.md", [MAMLConfig]), ("metasgd.md", [MetaSGDConfig]),
+                          ("reptile.md", [ReptileConfig]),
+                          ("maml-rl.md", [MAMLRLConfig, ReptileRLConfig])):
+        text = open(os.path.join(repo_root, "docs", "algorithms", page)).read()
+        for cls in classes:
+            for field in dataclasses.fields(cls):
+                assert f"`{field.name}`" in text, (page, field.name)

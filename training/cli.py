@@ -20,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Kept here (not imported from training.config) so that `--help` does not import TensorFlow;
 # tests check it equals training.config.ALGORITHMS.
-ALGORITHM_NAMES = ("fomaml", "maml", "metasgd", "reptile")
+ALGORITHM_NAMES = ("fomaml", "maml", "maml-promp", "maml-trpo", "metasgd", "metasgd-rl", "reptile",
+                   "reptile-rl")
 
 EPILOG = """examples:
   metarl train maml-sinusoid --out runs/maml --threads 1
@@ -128,11 +129,20 @@ def _train(args) -> int:
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
     summary = train(config, run_dir, quiet=args.quiet, resume=bool(args.resume))
-    curve = summary["eval"]["mse"]
     print(f"run_dir={run_dir}")
     print(f"steps={summary['steps']} train_seconds={summary['train_seconds']:.1f}")
-    print(" ".join(f"mse_after_{k}_steps={v:.4f}" for k, v in enumerate(curve)))
+    print(_curve_line(summary["eval"]))
     return 0
+
+
+def _curve_line(curve: dict) -> str:
+    from training.run import CURVE_NAMES, curve_key
+
+    key = curve_key(curve)
+    line = " ".join(f"{CURVE_NAMES[key]}_after_{k}_steps={v:.4f}" for k, v in enumerate(curve[key]))
+    if curve.get("oracle_return") is not None:
+        line += f" oracle_return={curve['oracle_return']:.4f}"
+    return line
 
 
 def _evaluate(args) -> int:
@@ -140,18 +150,22 @@ def _evaluate(args) -> int:
 
     curve = evaluate_run(args.run_dir, num_tasks=args.tasks, num_steps=args.inner_steps,
                          num_support=args.shots, num_query=args.query, seed=args.seed)
-    print(" ".join(f"mse_after_{k}_steps={v:.4f}" for k, v in enumerate(curve["mse"])))
+    print(_curve_line(curve))
     print(f"wrote {os.path.join(args.run_dir, 'evaluation.json')}")
     return 0
 
 
 def _export(args) -> int:
     from export import export_learner
+    from export.policy import export_policy_learner
+    from training.config import kind_of
     from training.run import restore_learner
 
     config, learner = restore_learner(args.run_dir)
-    meta = {"algorithm": config.algorithm, "run_name": config.name, "meta_steps": learner.step}
-    path = export_learner(learner, args.to, args.name or config.name, version=args.version,
+    meta = {"algorithm": config.algorithm, "task": config.task, "run_name": config.name,
+            "meta_steps": learner.step}
+    exporter = export_policy_learner if kind_of(config) == "rl" else export_learner
+    path = exporter(learner, args.to, args.name or config.name, version=args.version,
                           max_num_steps=args.max_num_steps, extra_metadata=meta)
     print(path)
     return 0
@@ -221,7 +235,7 @@ def main(argv=None) -> int:
         if args.command == "presets":
             from training.config import list_presets
             for name, description in list_presets().items():
-                print(f"{name:24s} {description}")
+                print(f"{name:28s} {description}")
             return 0
         return {"train": _train, "evaluate": _evaluate, "export": _export,
                 "adapt": _adapt}[args.command](args)

@@ -15,23 +15,36 @@ from typing import Any
 import tensorflow as tf
 import yaml
 
+from metarl_tf import tasks as task_families
+from metarl_tf._checks import check_bool, check_int
 from metarl_tf.algorithms import (MAMLConfig, MAMLLearner, MetaSGDConfig, MetaSGDLearner,
                                   ReptileConfig, ReptileLearner)
-from metarl_tf._checks import check_bool, check_int
-from metarl_tf.networks import mlp
+from metarl_tf.algorithms.maml_rl import (MAMLRLConfig, MAMLRLLearner, MetaSGDRLLearner,
+                                          ReptileRLConfig, ReptileRLLearner)
+from metarl_tf.networks import gaussian_mlp_policy, mlp
 from metarl_tf.networks.mlp import check_mlp_args
-from metarl_tf.tasks import SinusoidTasks
 
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
-# name -> (config class, learner class, fields forced by the name)
+# name -> (config class, learner class, fields forced by the name, kind)
 ALGORITHMS = {
-    "maml": (MAMLConfig, MAMLLearner, {"first_order": False}),
-    "fomaml": (MAMLConfig, MAMLLearner, {"first_order": True}),
-    "metasgd": (MetaSGDConfig, MetaSGDLearner, {}),
-    "reptile": (ReptileConfig, ReptileLearner, {}),
+    "maml": (MAMLConfig, MAMLLearner, {"first_order": False}, "supervised"),
+    "fomaml": (MAMLConfig, MAMLLearner, {"first_order": True}, "supervised"),
+    "metasgd": (MetaSGDConfig, MetaSGDLearner, {}, "supervised"),
+    "reptile": (ReptileConfig, ReptileLearner, {}, "supervised"),
+    "maml-trpo": (MAMLRLConfig, MAMLRLLearner, {"outer": "trpo"}, "rl"),
+    "maml-promp": (MAMLRLConfig, MAMLRLLearner, {"outer": "promp"}, "rl"),
+    "metasgd-rl": (MAMLRLConfig, MetaSGDRLLearner, {}, "rl"),
+    "reptile-rl": (ReptileRLConfig, ReptileRLLearner, {}, "rl"),
 }
-TASKS = {"sinusoid": SinusoidTasks}
+# name -> (attribute of metarl_tf.tasks, kind); MuJoCo / Meta-World families load on first use.
+TASKS = {
+    "sinusoid": ("SinusoidTasks", "supervised"),
+    "pointnav": ("PointNavTasks", "rl"),
+    "halfcheetah-vel": ("HalfCheetahVelTasks", "rl"),
+    "halfcheetah-dir": ("HalfCheetahDirTasks", "rl"),
+    "ant-dir": ("AntDirTasks", "rl"),
+}
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 # Fields every supervised algorithm config has; they carry over when --algo switches algorithm.
 SHARED_FIELDS = ("meta_batch_size", "num_support", "num_query", "jit_compile", "steps_per_execution")
@@ -39,7 +52,11 @@ SHARED_FIELDS = ("meta_batch_size", "num_support", "num_query", "jit_compile", "
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """The MLP meta-learned by the run."""
+    """The MLP meta-learned by the run (regressor, or the mean network of a Gaussian policy).
+
+    Policies always use Keras' default (Glorot) kernels and a learned log-std starting at 0; ``init``
+    applies to regressors.
+    """
 
     hidden: tuple[int, ...] = (40, 40)  # Hidden widths (MAML sinusoid: 40, 40).
     activation: str = "relu"  # Hidden activation.
@@ -76,7 +93,11 @@ class ExperimentConfig:
             raise ValueError(f"`task` must be one of {sorted(TASKS)}, got {self.task!r}")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"`algorithm` must be one of {sorted(ALGORITHMS)}, got {self.algorithm!r}")
-        cls, _, forced = ALGORITHMS[self.algorithm]
+        cls, _, forced, kind = ALGORITHMS[self.algorithm]
+        if TASKS[self.task][1] != kind:
+            valid = sorted(a for a, spec in ALGORITHMS.items() if spec[3] == TASKS[self.task][1])
+            raise ValueError(f"`algorithm` {self.algorithm!r} does not apply to task {self.task!r}; "
+                             f"algorithms for it: {valid}")
         algo = self.algorithm_config
         if algo is None:
             algo = cls(**forced)
@@ -116,6 +137,9 @@ class ExperimentConfig:
             return self
         old = dataclasses.asdict(self.algorithm_config)
         new_cls = ALGORITHMS[algorithm][0]
+        if new_cls is type(self.algorithm_config):  # same config class: keep every field
+            keep = {k: v for k, v in old.items() if k not in ALGORITHMS[self.algorithm][2]}
+            return dataclasses.replace(self, algorithm=algorithm, algorithm_config=keep)
         same_family = issubclass(new_cls, type(self.algorithm_config)) or issubclass(
             type(self.algorithm_config), new_cls)
         names = {f.name for f in dataclasses.fields(new_cls)}
@@ -125,6 +149,9 @@ class ExperimentConfig:
 
     def with_shots(self, shots: int) -> "ExperimentConfig":
         """K support and K query points per task (cbfinn/maml draws 2K points and splits them)."""
+        if kind_of(self) != "supervised":
+            raise ValueError("--shots applies to supervised tasks; for RL set "
+                             "algorithm_config.episodes_per_task")
         algo = dataclasses.replace(self.algorithm_config, num_support=shots, num_query=shots)
         return dataclasses.replace(self, algorithm_config=algo)
 
@@ -211,16 +238,32 @@ def make_strategy(name: str) -> tf.distribute.Strategy | None:
     return None
 
 
+def kind_of(config: ExperimentConfig) -> str:
+    """``"supervised"`` (regression learners) or ``"rl"`` (policy learners)."""
+    return ALGORITHMS[config.algorithm][3]
+
+
 def build_learner(config: ExperimentConfig, strategy: tf.distribute.Strategy | None = None):
     """The task distribution, network and learner a config describes (fresh weights).
 
-    The model is built inside ``strategy``'s scope when one is given.
+    The model is built inside ``strategy``'s scope when one is given (supervised learners; the RL
+    learners run on one device).
     """
-    tasks = TASKS[config.task]()
+    tasks = getattr(task_families, TASKS[config.task][0])()
     net = config.network
+    learner_cls = ALGORITHMS[config.algorithm][1]
+    if kind_of(config) == "rl":
+        if strategy is not None:
+            raise ValueError("`distribute` applies to the supervised learners only; the RL "
+                             "learners run on one device (set distribute: none)")
+        env = tasks.make_env()
+        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        env.close()
+        policy = gaussian_mlp_policy(obs_dim, act_dim, net.hidden, net.activation,
+                                     seed=config.seed)
+        return learner_cls(policy, tasks, config.algorithm_config, seed=config.seed)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = mlp(tasks.input_dim, tasks.output_dim, net.hidden, net.activation, net.init,
                     seed=config.seed)
-    learner_cls = ALGORITHMS[config.algorithm][1]
     return learner_cls(model, tasks, config.algorithm_config, seed=config.seed, strategy=strategy)

@@ -4,7 +4,8 @@ Run directory::
 
     RUN_DIR/config.json        the resolved ExperimentConfig
     RUN_DIR/checkpoints/       tf.train.CheckpointManager (network, optimiser slots, rates, step)
-    RUN_DIR/tensorboard/       scalars: query_loss, support_loss, steps_per_s, wall_time, eval curve
+    RUN_DIR/tensorboard/       scalars: the learner's metrics (query/support loss, or pre/post-
+                               adaptation return, KL, ...), steps_per_s, wall_time, eval curve
     RUN_DIR/summary.json       final metrics and the adaptation curve on held-out tasks
     RUN_DIR/adaptation_curve.png   (when matplotlib is installed)
 """
@@ -19,7 +20,7 @@ import time
 
 import tensorflow as tf
 
-from training.config import ExperimentConfig, build_learner, make_strategy
+from training.config import ExperimentConfig, build_learner, kind_of, make_strategy
 
 
 def checkpoint_manager(learner, run_dir: str, keep: int = 3) -> tf.train.CheckpointManager:
@@ -91,9 +92,9 @@ class _Progress:
         rate = (step - first_step) / max(elapsed, 1e-9)
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         done = int(30 * step / self.total)
-        line = (f"[{'#' * done}{'.' * (30 - done)}] {step}/{self.total}  "
-                f"query_loss {metrics['query_loss']:.4f}  support_loss {metrics['support_loss']:.4f}"
-                f"  {rate:.0f} steps/s  ETA {eta:.0f}s ")
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in list(metrics.items())[:2])
+        line = (f"[{'#' * done}{'.' * (30 - done)}] {step}/{self.total}  {shown}  "
+                f"{rate:.1f} steps/s  ETA {eta:.0f}s ")
         sys.stderr.write("\r" + line)
         sys.stderr.flush()
 
@@ -156,11 +157,12 @@ def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: b
     progress.close()
     train_seconds = time.perf_counter() - start
 
-    curve = learner.evaluate(num_tasks=config.eval_tasks, num_query=config.eval_query,
-                             num_steps=config.eval_steps)
+    curve = evaluate_learner(config, learner, config.eval_tasks, config.eval_steps,
+                             num_query=config.eval_query)
+    key = curve_key(curve)
     with writer.as_default(step=learner.step):
-        for k, value in enumerate(curve["mse"]):
-            tf.summary.scalar(f"eval/mse_after_{k}_steps", value)
+        for k, value in enumerate(curve[key]):
+            tf.summary.scalar(f"eval/{CURVE_NAMES[key]}_after_{k}_steps", value)
     writer.flush()
     summary = {"name": config.name, "algorithm": config.algorithm, "steps": learner.step,
                "train_seconds": train_seconds, "final_metrics": metrics, "eval": curve}
@@ -178,12 +180,30 @@ def evaluate_run(run_dir: str, num_tasks: int = 600, num_steps: int = 10,
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
     config, learner = restore_learner(run_dir)
-    curve = learner.evaluate(num_tasks=num_tasks, num_query=num_query, num_steps=num_steps,
+    curve = evaluate_learner(config, learner, num_tasks, num_steps, num_query=num_query,
                              num_support=num_support, seed=seed)
     curve["meta_steps"] = learner.step
     _write_json(os.path.join(run_dir, "evaluation.json"), curve)
     _plot_curve(curve, os.path.join(run_dir, "evaluation.png"), f"{config.name} @ {learner.step}")
     return curve
+
+
+CURVE_NAMES = {"mse": "mse", "returns": "return"}
+
+
+def curve_key(curve: dict) -> str:
+    """``"mse"`` (supervised: lower is better) or ``"returns"`` (RL: higher is better)."""
+    return "mse" if "mse" in curve else "returns"
+
+
+def evaluate_learner(config: ExperimentConfig, learner, num_tasks: int, num_steps: int,
+                     num_query: int = 100, num_support: int | None = None,
+                     seed: int | None = None) -> dict:
+    """The adaptation curve of either kind of learner on held-out tasks."""
+    if kind_of(config) == "rl":
+        return learner.evaluate(num_tasks=num_tasks, num_steps=num_steps, seed=seed)
+    return learner.evaluate(num_tasks=num_tasks, num_query=num_query, num_steps=num_steps,
+                            num_support=num_support, seed=seed)
 
 
 def _plot_curve(curve: dict, path: str, title: str) -> None:
@@ -193,13 +213,20 @@ def _plot_curve(curve: dict, path: str, title: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:  # plotting is optional (extra `plot`)
         return
-    steps = list(range(len(curve["mse"])))
+    key = curve_key(curve)
+    steps = list(range(len(curve[key])))
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar(steps, curve["mse"], yerr=curve["ci95"], marker="o", capsize=3)
+    ax.errorbar(steps, curve[key], yerr=curve["ci95"], marker="o", capsize=3, label="meta-learned")
     ax.set_xlabel("inner steps")
-    ax.set_ylabel(f"query MSE ({curve['num_tasks']} held-out tasks)")
+    if key == "mse":
+        ax.set_ylabel(f"query MSE ({curve['num_tasks']} held-out tasks)")
+        ax.set_yscale("log")
+    else:
+        ax.set_ylabel(f"average return ({curve['num_tasks']} held-out tasks)")
+        if curve.get("oracle_return") is not None:
+            ax.axhline(curve["oracle_return"], color="k", linestyle="--", label="oracle")
+        ax.legend()
     ax.set_title(title)
-    ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -2,6 +2,10 @@
 from metarl_tf.algorithms.maml import MAMLConfig, MAMLLearner
 from metarl_tf.algorithms.metasgd import MetaSGDConfig, MetaSGDLearner
 from metarl_tf.algorithms.reptile import ReptileConfig, ReptileLearner, reptile_direction
+from metarl_tf.algorithms.pg_losses import inner_pg_loss
+from metarl_tf.algorithms.maml_rl import (MAMLRLConfig, MAMLRLLearner, MetaSGDRLLearner,
+                                          ReptileRLConfig, ReptileRLLearner, pretrained_baseline)
 
 __all__ = ["MAMLConfig", "MAMLLearner", "MetaSGDConfig", "MetaSGDLearner", "ReptileConfig",
-           "ReptileLearner", "reptile_direction"]
+           "ReptileLearner", "reptile_direction", "inner_pg_loss", "MAMLRLConfig", "MAMLRLLearner",
+           "MetaSGDRLLearner", "ReptileRLConfig", "ReptileRLLearner", "pretrained_baseline"]
