@@ -44,7 +44,7 @@ import tensorflow as tf
 from metarl_tf import adaptation
 from metarl_tf.algorithms import pg_losses
 from metarl_tf.algorithms import trpo as trpo_lib
-from metarl_tf.algorithms._checks import check_bool, check_float, check_int
+from metarl_tf._checks import check_bool, check_float, check_int
 from metarl_tf.params import FunctionalModel
 from metarl_tf.rollouts.baselines import LinearFeatureBaseline
 from metarl_tf.rollouts.episodes import Episodes
