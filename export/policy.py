@@ -27,11 +27,10 @@ inside the graph with ``InvalidArgumentError`` naming the input.
 """
 from __future__ import annotations
 
-import json
-import os
 
 import tensorflow as tf
 
+from export._common import own_rule, rule_metadata, save_with_metadata
 from export.layout import write_versioned
 from metarl_tf import __version__, adaptation
 from metarl_tf.algorithms import pg_losses
@@ -67,15 +66,7 @@ class AdaptablePolicy(tf.Module):
         self.params = [tf.Variable(p, trainable=False, name=f"param_{i}")
                        for i, p in enumerate(params)]
         self.num_params = sum(int(tf.size(p)) for p in self.params)
-        if isinstance(rule, adaptation.SGD):
-            self.inner_lr = tf.Variable(float(rule.learning_rate), trainable=False, name="inner_lr")
-            rule = adaptation.SGD(self.inner_lr)
-        elif isinstance(rule, adaptation.PerParameterSGD):
-            self.inner_rates = [tf.Variable(r, trainable=False, name=f"inner_rate_{i}")
-                                for i, r in enumerate(rule.rates)]
-            rule = adaptation.PerParameterSGD(self.inner_rates)
-        else:
-            raise TypeError(f"`rule` must be SGD or PerParameterSGD, got {type(rule).__name__}")
+        rule = own_rule(self, rule)
         gaussian = dist == "gaussian"
         act_dim = out_dim // 2 if gaussian else None
         max_steps = tf.constant(max_num_steps, tf.int32)
@@ -153,20 +144,14 @@ class AdaptablePolicy(tf.Module):
                 "action_with_params": self.action_with_params}
 
     def metadata(self) -> dict:
-        meta = {"kind": "AdaptablePolicy", "metarl_tf_version": __version__,
+        return {"kind": "AdaptablePolicy", "metarl_tf_version": __version__,
                 "distribution": self.distribution, "observation_dim": self.obs_dim,
                 "num_params": self.num_params, "max_num_steps": self.max_num_steps,
-                "inner_rule": "per_parameter_sgd" if hasattr(self, "inner_rates") else "sgd",
-                "signatures": sorted(self.signatures()), **self.settings}
-        if hasattr(self, "inner_lr"):
-            meta["inner_lr"] = float(self.inner_lr.numpy())
-        return meta
+                "signatures": sorted(self.signatures()), **self.settings, **rule_metadata(self)}
 
     def save(self, path: str, extra_metadata: dict | None = None) -> None:
-        tf.saved_model.save(self, path, signatures=self.signatures())
-        os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
-        with open(os.path.join(path, "assets.extra", "metarl_tf.json"), "w") as f:
-            json.dump({**self.metadata(), **(extra_metadata or {})}, f, indent=2)
+        """Writes the SavedModel (tag ``serve``) plus ``assets.extra/metarl_tf.json`` to ``path``."""
+        save_with_metadata(self, path, {**self.metadata(), **(extra_metadata or {})})
 
 
 def adapt_policy(apply_fn, distribution: str, params, episodes: Episodes,

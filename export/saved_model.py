@@ -24,11 +24,10 @@ counts, at least one support row, finite values, and ``0 <= num_steps <= max_num
 """
 from __future__ import annotations
 
-import json
-import os
 
 import tensorflow as tf
 
+from export._common import own_rule, rule_metadata, save_with_metadata
 from export.layout import write_versioned
 from metarl_tf import __version__, adaptation
 from metarl_tf.params import FunctionalModel, mse
@@ -61,15 +60,7 @@ class AdaptableRegressor(tf.Module):
                        for i, p in enumerate(params)]
         self.non_trainable = [tf.Variable(v, trainable=False, name=f"state_{i}")
                               for i, v in enumerate(fmodel.non_trainable_variables)]
-        if isinstance(rule, adaptation.SGD):
-            self.inner_lr = tf.Variable(float(rule.learning_rate), trainable=False, name="inner_lr")
-            rule = adaptation.SGD(self.inner_lr)
-        elif isinstance(rule, adaptation.PerParameterSGD):
-            self.inner_rates = [tf.Variable(r, trainable=False, name=f"inner_rate_{i}")
-                                for i, r in enumerate(rule.rates)]
-            rule = adaptation.PerParameterSGD(self.inner_rates)
-        else:
-            raise TypeError(f"`rule` must be SGD or PerParameterSGD, got {type(rule).__name__}")
+        rule = own_rule(self, rule)
         max_steps = tf.constant(max_num_steps, tf.int32)
 
         def predict_batched(params, x):
@@ -117,21 +108,14 @@ class AdaptableRegressor(tf.Module):
         return {"serving_default": self.serving_default, "adapt": self.adapt}
 
     def metadata(self) -> dict:
-        rule = "per_parameter_sgd" if hasattr(self, "inner_rates") else "sgd"
-        meta = {"kind": "AdaptableRegressor", "metarl_tf_version": __version__,
+        return {"kind": "AdaptableRegressor", "metarl_tf_version": __version__,
                 "input_dim": self.input_dim, "output_dim": self.output_dim,
-                "max_num_steps": self.max_num_steps, "inner_rule": rule,
-                "signatures": list(SIGNATURE_KEYS)}
-        if rule == "sgd":
-            meta["inner_lr"] = float(self.inner_lr.numpy())
-        return meta
+                "max_num_steps": self.max_num_steps, "signatures": list(SIGNATURE_KEYS),
+                **rule_metadata(self)}
 
     def save(self, path: str, extra_metadata: dict | None = None) -> None:
         """Writes the SavedModel (tag ``serve``) plus ``assets.extra/metarl_tf.json`` to ``path``."""
-        tf.saved_model.save(self, path, signatures=self.signatures())
-        os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
-        with open(os.path.join(path, "assets.extra", "metarl_tf.json"), "w") as f:
-            json.dump({**self.metadata(), **(extra_metadata or {})}, f, indent=2)
+        save_with_metadata(self, path, {**self.metadata(), **(extra_metadata or {})})
 
 
 def export_learner(learner, base: str, name: str, version: int | None = None,
