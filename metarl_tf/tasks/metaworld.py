@@ -59,6 +59,7 @@ except ImportError as _err:
 
 from metarl_tf._checks import check_int
 from metarl_tf.tasks.pointnav import _split_index
+from metarl_tf.tasks._task_env import TaskAttribute
 
 ML1_ID = "metarl_tf/ML1-v0"
 ML10_ID = "metarl_tf/ML10-v0"
@@ -201,7 +202,7 @@ def _check_task(task) -> None:
                         f"MetaWorldTasks.sample / .tasks), got {type(task).__name__}")
 
 
-class MetaWorldEnv(gymnasium.Env):
+class MetaWorldEnv(TaskAttribute, gymnasium.Env):
     """One sub-environment for any task of a Meta-World ML benchmark.
 
     Args:
@@ -266,14 +267,6 @@ class MetaWorldEnv(gymnasium.Env):
 
     def get_task(self) -> Task | None:
         return self._task
-
-    @property
-    def task(self):
-        return self.get_task()
-
-    @task.setter
-    def task(self, value):
-        self.set_task(value)
 
     # -- gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):

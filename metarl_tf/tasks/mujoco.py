@@ -83,6 +83,7 @@ except (ImportError, gymnasium.error.DependencyNotInstalled) as _err:  # the lat
 
 from metarl_tf._checks import check_float, check_int, check_range
 from metarl_tf.tasks.pointnav import _split_index
+from metarl_tf.tasks._task_env import TaskAttribute
 
 HALF_CHEETAH_VEL_ID = "metarl_tf/HalfCheetahVel-v0"
 HALF_CHEETAH_DIR_ID = "metarl_tf/HalfCheetahDir-v0"
@@ -275,7 +276,7 @@ def _clipped_action(action, bounds: tuple[np.ndarray, np.ndarray]) -> np.ndarray
 
 
 # -- environments --------------------------------------------------------------------------------
-class _HalfCheetahTaskEnv(HalfCheetahEnv):
+class _HalfCheetahTaskEnv(TaskAttribute, HalfCheetahEnv):
     """HalfCheetah-v5 with a task-dependent forward reward; subclasses define ``_forward``."""
 
     _tasks_type: type = object
@@ -303,14 +304,6 @@ class _HalfCheetahTaskEnv(HalfCheetahEnv):
 
     def get_task(self):
         return self._task
-
-    @property
-    def task(self):
-        return self.get_task()
-
-    @task.setter
-    def task(self, value):
-        self.set_task(value)
 
     # -- gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed=None, options=None):
@@ -390,7 +383,7 @@ class HalfCheetahDirEnv(_HalfCheetahTaskEnv):
         return self._task * x_velocity
 
 
-class AntDirEnv(AntEnv):
+class AntDirEnv(TaskAttribute, AntEnv):
     """Ant-v5 rewarded for running in a direction (the task, a unit 2-vector).
 
     Args:
@@ -434,14 +427,6 @@ class AntDirEnv(AntEnv):
 
     def get_task(self) -> np.ndarray | None:
         return None if self._task is None else self._task.astype(np.float32)
-
-    @property
-    def task(self):
-        return self.get_task()
-
-    @task.setter
-    def task(self, value):
-        self.set_task(value)
 
     # -- gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed=None, options=None):

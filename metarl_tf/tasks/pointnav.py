@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from metarl_tf._checks import check_float, check_int, check_range
+from metarl_tf.tasks._task_env import TaskAttribute
 
 ENV_ID = "metarl_tf/PointNav-v0"
 SPLITS = ("train", "test")
@@ -110,7 +111,7 @@ def _split_index(split: str) -> int:
     return SPLITS.index(split)
 
 
-class PointNavEnv(gymnasium.Env):
+class PointNavEnv(TaskAttribute, gymnasium.Env):
     """Gymnasium PointNav: one environment, one goal at a time.
 
     Args:
@@ -142,14 +143,6 @@ class PointNavEnv(gymnasium.Env):
 
     def get_task(self) -> np.ndarray | None:
         return None if self._goal is None else self._goal.copy()
-
-    @property
-    def task(self):
-        return self.get_task()
-
-    @task.setter
-    def task(self, value):
-        self.set_task(value)
 
     # -- gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
