@@ -156,15 +156,13 @@ def _evaluate(args) -> int:
 
 
 def _export(args) -> int:
-    from export import export_learner
-    from export.policy import export_policy_learner
-    from training.config import kind_of
+    from training.config import exporter_for
     from training.run import restore_learner
 
     config, learner = restore_learner(args.run_dir)
     meta = {"algorithm": config.algorithm, "task": config.task, "run_name": config.name,
             "meta_steps": learner.step}
-    exporter = export_policy_learner if kind_of(config) == "rl" else export_learner
+    exporter = exporter_for(config)
     path = exporter(learner, args.to, args.name or config.name, version=args.version,
                           max_num_steps=args.max_num_steps, extra_metadata=meta)
     print(path)

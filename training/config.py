@@ -46,6 +46,16 @@ TASKS = {
     "ant-dir": ("AntDirTasks", "rl"),
 }
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
+# kind -> builder(config, tasks, strategy) -> learner, for kinds beyond "supervised" and "rl" (RL²,
+# Meta-DQN, ...). Each algorithm module registers its own entry here; build_learner dispatches.
+LEARNER_BUILDERS: dict = {}
+# kind -> "module:function" of the exporter ``f(learner, base, name, version=, max_num_steps=,
+# extra_metadata=) -> path`` that `metarl export` calls (imported lazily: export imports TF Serving
+# helpers the training loop does not need).
+EXPORTERS = {
+    "supervised": "export.saved_model:export_learner",
+    "rl": "export.policy:export_policy_learner",
+}
 # Fields every supervised algorithm config has; they carry over when --algo switches algorithm.
 SHARED_FIELDS = ("meta_batch_size", "num_support", "num_query", "jit_compile", "steps_per_execution")
 
@@ -239,8 +249,20 @@ def make_strategy(name: str) -> tf.distribute.Strategy | None:
 
 
 def kind_of(config: ExperimentConfig) -> str:
-    """``"supervised"`` (regression learners) or ``"rl"`` (policy learners)."""
+    """``"supervised"`` (regression learners), ``"rl"`` (gradient-based policy learners) or a kind
+    registered in ``LEARNER_BUILDERS``."""
     return ALGORITHMS[config.algorithm][3]
+
+
+def exporter_for(config: ExperimentConfig):
+    """The export function for a run of ``config``'s kind (see ``EXPORTERS``)."""
+    import importlib
+
+    kind = kind_of(config)
+    if kind not in EXPORTERS:
+        raise ValueError(f"runs of kind {kind!r} have no exporter; kinds that export: {sorted(EXPORTERS)}")
+    module, _, fn = EXPORTERS[kind].partition(":")
+    return getattr(importlib.import_module(module), fn)
 
 
 def build_learner(config: ExperimentConfig, strategy: tf.distribute.Strategy | None = None):
@@ -252,6 +274,8 @@ def build_learner(config: ExperimentConfig, strategy: tf.distribute.Strategy | N
     tasks = getattr(task_families, TASKS[config.task][0])()
     net = config.network
     learner_cls = ALGORITHMS[config.algorithm][1]
+    if kind_of(config) in LEARNER_BUILDERS:
+        return LEARNER_BUILDERS[kind_of(config)](config, tasks, strategy)
     if kind_of(config) == "rl":
         if strategy is not None:
             raise ValueError("`distribute` applies to the supervised learners only; the RL "

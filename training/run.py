@@ -200,7 +200,7 @@ def evaluate_learner(config: ExperimentConfig, learner, num_tasks: int, num_step
                      num_query: int = 100, num_support: int | None = None,
                      seed: int | None = None) -> dict:
     """The adaptation curve of either kind of learner on held-out tasks."""
-    if kind_of(config) == "rl":
+    if kind_of(config) != "supervised":
         return learner.evaluate(num_tasks=num_tasks, num_steps=num_steps, seed=seed)
     return learner.evaluate(num_tasks=num_tasks, num_query=num_query, num_steps=num_steps,
                             num_support=num_support, seed=seed)
