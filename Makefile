@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,mujoco,metaworld]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,mujoco,metaworld,serving]"
 	touch $(STAMP)
 
 demo: $(STAMP)
