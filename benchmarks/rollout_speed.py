@@ -11,19 +11,20 @@ Measures, alternately and best of ``--repeats`` (the machine is shared), in env 
   ``TaskEnv`` sub-environments, random actions: the cost of the task environment alone.
 * ``sampler``: ``metarl_tf.rollouts.collect_episodes`` on ``metarl_tf/HalfCheetahVel-v0``,
   ``--envs`` tasks x 1 episode x ``--horizon`` steps, with a Gaussian MLP policy (100, 100)
-  evaluated with task-batched parameters (``policy_from_params``), policy inference, padding and
-  checks included. The policy function is traced before timing.
+  evaluated with task-batched parameters by ``policy_from_params`` as the learners call it
+  (``backend="auto"``, i.e. the NumPy forward of the Gaussian MLP), policy inference, noise,
+  padding and checks included.
 
 Two diagnostic rows locate the overhead (same ``collect_episodes``, other policies):
 
-* ``sampler_random_policy``: pre-drawn random actions, no network: the sampler's own bookkeeping;
-* ``sampler_numpy_policy``: the same Gaussian MLP and parameters evaluated in NumPy
-  (``numpy_gaussian_policy`` below, checked against the TensorFlow policy's mean): a prototype of
-  a faster per-step policy path for the sampler.
+* ``sampler_tf_policy``: ``policy_from_params(..., backend="tf")``, one traced TensorFlow call
+  per vector step (traced before timing): what the sampler cost before the NumPy backend;
+* ``sampler_random_policy``: pre-drawn random actions, no network: the sampler's own bookkeeping.
 
 Prints key=value lines: ``ratio=`` is sampler / raw with the same vector env (sync; target >= 0.70),
 ``ratio_async=`` likewise for ``AsyncVectorEnv``; ``policy_ms_per_call`` and ``policy_share`` (of
-the sampler's time) say where the rest goes. One TF thread.
+the sampler's time) say where the rest goes. One TF thread. The machine may be shared: compare
+the ratios (measured alternately in one process), not the absolute rates.
 """
 import argparse
 import os
@@ -81,38 +82,6 @@ class TimedPolicy:
         return out
 
 
-def numpy_gaussian_policy(params, min_std=1e-6, seed=0):
-    """A ``PolicyFn`` for ``gaussian_mlp_policy`` (ReLU) params ``[T, ...]``, evaluated in NumPy.
-
-    Same math as ``gaussian_policy_apply`` + ``gaussian_sample``; the noise comes from NumPy's
-    Philox generator instead of TensorFlow's stateless Philox (a different stream).
-    """
-    weights = [np.asarray(p) for p in params]
-    rng = np.random.Generator(np.random.Philox(seed))
-    floor = np.float32(np.log(min_std))
-    cache = {"ids": None, "rows": None}
-
-    def mean_of(obs, task_ids):
-        ids = np.asarray(task_ids, np.int32)
-        if cache["ids"] is None or not np.array_equal(ids, cache["ids"]):
-            cache["rows"], cache["ids"] = [w[ids] for w in weights], ids.copy()
-        rows = cache["rows"]
-        h = np.asarray(obs, np.float32)[:, None, :]
-        layers = (len(rows) - 1) // 2
-        for j in range(layers):
-            h = h @ rows[2 * j] + rows[2 * j + 1][:, None, :]
-            if j < layers - 1:
-                h = np.maximum(h, 0.0)
-        return h[:, 0], np.maximum(rows[-1], floor)
-
-    def policy(obs, task_ids):
-        mean, log_std = mean_of(obs, task_ids)
-        return mean + np.exp(log_std) * rng.standard_normal(mean.shape, dtype=np.float32)
-
-    policy.mean_of = mean_of
-    return policy
-
-
 def random_policy(act_dim, horizon, seed=0):
     actions = np.random.default_rng(seed).uniform(-1, 1, size=(horizon, 1, act_dim)).astype(
         np.float32)
@@ -152,12 +121,17 @@ def main():
     model = gaussian_mlp_policy(family.obs_dim, family.act_dim, hidden=(100, 100))
     fmodel = FunctionalModel(model)
     params = fmodel.tile(fmodel.params(), a.envs)                 # [T, ...]: one row per task
-    policy = TimedPolicy(policy_from_params(policy_apply_fn(model), params, seed=0))
-    fast = numpy_gaussian_policy(params)
+    apply_fn = policy_apply_fn(model)
+    policy = TimedPolicy(policy_from_params(apply_fn, params, seed=0))
+    tf_policy = TimedPolicy(policy_from_params(apply_fn, params, seed=0, backend="tf"))
+    assert policy.fn.backend == "numpy" and tf_policy.fn.backend == "tf"
     obs = np.random.default_rng(0).normal(size=(a.envs, family.obs_dim)).astype(np.float32)
     ids = np.arange(a.envs, dtype=np.int32)
-    exact = policy_from_params(policy_apply_fn(model), params, deterministic=True)(obs, ids)
-    np.testing.assert_allclose(fast.mean_of(obs, ids)[0], exact, rtol=1e-4, atol=1e-5)
+    # The two backends compute the same mean (tests/test_numpy_policy.py pins this to 1e-5).
+    np.testing.assert_allclose(
+        policy_from_params(apply_fn, params, deterministic=True)(obs, ids),
+        policy_from_params(apply_fn, params, deterministic=True, backend="tf")(obs, ids),
+        rtol=1e-4, atol=1e-5)
     rand = random_policy(family.act_dim, a.horizon)
 
     modes = [False] if a.no_async else [False, True]
@@ -169,20 +143,22 @@ def main():
         task_envs = make_vector_env(ENV_ID, a.envs, asynchronous=asynchronous)
         task_envs.set_attr("task", list(tasks))
         sampler_envs = make_vector_env(ENV_ID, a.envs, asynchronous=asynchronous)
-        sampler_rate(sampler_envs, policy, tasks, 5, seed=0)       # trace the policy, warm up
+        sampler_rate(sampler_envs, policy, tasks, 5, seed=0)       # warm up
+        sampler_rate(sampler_envs, tf_policy, tasks, 5, seed=0)    # trace the TF policy
         raw_rate(raw_envs, 5, seed=0)
-        rows = {"raw": [], "task": [], "sampler": [], "random": [], "numpy": []}
+        rows = {"raw": [], "task": [], "sampler": [], "random": [], "tf": []}
         for r in range(a.repeats):                                  # alternate: shared machine
             rows["raw"].append(raw_rate(raw_envs, a.horizon, seed=r))
             rows["task"].append(raw_rate(task_envs, a.horizon, seed=r))
             rows["sampler"].append(sampler_rate(sampler_envs, policy, tasks, a.horizon, seed=r))
             rows["random"].append(sampler_rate(sampler_envs, rand, tasks, a.horizon, seed=r))
-            rows["numpy"].append(sampler_rate(sampler_envs, fast, tasks, a.horizon, seed=r))
+            rows["tf"].append(sampler_rate(sampler_envs, tf_policy, tasks, a.horizon, seed=r))
         # Best of the repeats, by wall time and (sync only: the workers of AsyncVectorEnv are other
         # processes) by this process's CPU time, which other load on the machine disturbs less.
         results[kind] = {name: (max(x[0] for x in v), max(x[1] for x in v))
                          for name, v in rows.items()}
         results[kind]["policy"] = min((x[3], x[2]) for x in rows["sampler"])   # (ms/call, share)
+        results[kind]["policy_tf"] = min((x[3], x[2]) for x in rows["tf"])
         for envs in (raw_envs, task_envs, sampler_envs):
             envs.close()
 
@@ -199,10 +175,12 @@ def main():
             print(f"ratio{sfx}{c}={res['sampler'][i] / raw:.3f}")
             print(f"sampler_random_policy{sfx}_steps_per{c}_s={res['random'][i]:.0f} "
                   f"ratio_random_policy{sfx}{c}={res['random'][i] / raw:.3f}")
-            print(f"sampler_numpy_policy{sfx}_steps_per{c}_s={res['numpy'][i]:.0f} "
-                  f"ratio_numpy_policy{sfx}{c}={res['numpy'][i] / raw:.3f}")
+            print(f"sampler_tf_policy{sfx}_steps_per{c}_s={res['tf'][i]:.0f} "
+                  f"ratio_tf_policy{sfx}{c}={res['tf'][i] / raw:.3f}")
         print(f"policy{sfx}_cpu_ms_per_call={res['policy'][0]:.3f}")
         print(f"policy{sfx}_share_of_sampler_cpu={res['policy'][1]:.3f}")
+        print(f"tf_policy{sfx}_cpu_ms_per_call={res['policy_tf'][0]:.3f}")
+        print(f"tf_policy{sfx}_share_of_sampler_cpu={res['policy_tf'][1]:.3f}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import math
 from typing import Callable, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from metarl_tf.params import FunctionalModel
@@ -177,19 +178,112 @@ def gaussian_policy_apply(params: Sequence[tf.Tensor], observations: tf.Tensor,
     return tf.reshape(out, tf.concat([lead, [2 * h.shape[-1]]], axis=0))
 
 
+# NumPy mirrors of Keras activations: the same formula as the TF kernel, in float32. Only these are
+# mirrored; a policy with any other activation has no NumPy forward (``numpy_apply`` is None).
+_NUMPY_ACTIVATIONS = {
+    keras.activations.linear: lambda x: x,
+    keras.activations.relu: lambda x: np.maximum(x, np.float32(0.0)),
+    keras.activations.tanh: np.tanh,
+    # sigmoid(x) = (1 + tanh(x / 2)) / 2: the same function, without exp overflow for large -x.
+    keras.activations.sigmoid: lambda x: np.float32(0.5) * (np.float32(1.0) + np.tanh(
+        np.float32(0.5) * x)),
+    keras.activations.elu: lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+    keras.activations.softplus: lambda x: np.logaddexp(np.float32(0.0), x),
+    keras.activations.silu: lambda x: x * (np.float32(0.5) * (np.float32(1.0) + np.tanh(
+        np.float32(0.5) * x))),
+}
+
+
+class GaussianPolicyApply:
+    """``apply(params, observations)`` of a ``gaussian_mlp_policy``, in TF and (optionally) NumPy.
+
+    Calling it is ``gaussian_policy_apply`` with the model's activation and ``min_std``.
+    ``numpy_apply`` is the same forward pass in NumPy float32 (``gaussian_policy_apply_numpy``),
+    or ``None`` when the activation has no NumPy mirror; the gymnasium sampler uses it to act
+    without one TensorFlow call per environment step (``policy_from_params``).
+
+    Attributes:
+      activation: the hidden activation (a Keras activation function).
+      min_std: lower bound on the std.
+    """
+
+    def __init__(self, activation, min_std: float):
+        self.activation = keras.activations.get(activation)
+        self.min_std = float(min_std)
+        self._numpy_activation = _NUMPY_ACTIVATIONS.get(self.activation)
+
+    def __call__(self, params, observations):
+        return gaussian_policy_apply(params, observations, self.activation, self.min_std)
+
+    @property
+    def numpy_apply(self):
+        """``(params, obs) -> (mean, log_std)`` on NumPy arrays, or ``None`` (no mirror)."""
+        if self._numpy_activation is None:
+            return None
+        return lambda params, obs: _numpy_mean_log_std(params, obs, self._numpy_activation,
+                                                       self.min_std)
+
+
+def _numpy_mean_log_std(params, observations, activation, min_std):
+    """Mean ``[T, M, a]`` and log-std ``[T, a]`` of the Gaussian MLP, NumPy float32."""
+    h = np.asarray(observations, np.float32)                     # [T, M, obs_dim]
+    num_layers = (len(params) - 1) // 2
+    for i in range(num_layers):
+        h = np.matmul(h, params[2 * i]) + params[2 * i + 1][:, None, :]
+        if i < num_layers - 1:
+            h = activation(h)
+    log_std = np.maximum(params[-1], np.float32(math.log(min_std)))
+    return h.astype(np.float32, copy=False), log_std.astype(np.float32, copy=False)
+
+
+def gaussian_policy_apply_numpy(params: Sequence[np.ndarray], observations: np.ndarray,
+                                activation: str | Callable = "relu",
+                                min_std: float = 1e-6) -> np.ndarray:
+    """``gaussian_policy_apply`` in NumPy: the same math on host arrays, no TensorFlow op.
+
+    Supported activations: linear, relu, tanh, sigmoid, elu, softplus, silu/swish (each the same
+    formula as Keras' kernel; results agree with the TF forward to float32 rounding, ~1e-6).
+
+    Args:
+      params: ``[k_0, b_0, ..., k_L, b_L, log_std]``, each with a leading task axis ``T``.
+      observations: ``[T, M, obs_dim]``.
+      activation: the hidden activation.
+      min_std: lower bound on the std.
+
+    Returns:
+      ``[T, M, 2 * act_dim]`` float32, ``concat([mean, log_std])``.
+
+    Raises:
+      ValueError: an activation without a NumPy mirror, or a malformed parameter list.
+    """
+    params = [np.asarray(p, np.float32) for p in params]
+    if len(params) < 3 or len(params) % 2 == 0:
+        raise ValueError("`params` must be [kernel, bias] pairs followed by log_std, got "
+                         f"{len(params)} arrays")
+    fn = _NUMPY_ACTIVATIONS.get(keras.activations.get(activation))
+    if fn is None:
+        raise ValueError(f"`activation` {activation!r} has no NumPy mirror; supported: linear, "
+                         "relu, tanh, sigmoid, elu, softplus, silu")
+    obs = np.asarray(observations, np.float32)
+    if obs.ndim != 3:
+        raise ValueError(f"`observations` must be [T, M, obs_dim], got shape {obs.shape}")
+    mean, log_std = _numpy_mean_log_std(params, obs, fn, min_std)
+    return np.concatenate([mean, np.broadcast_to(log_std[:, None, :], mean.shape)], axis=-1)
+
+
 def policy_apply_fn(model: keras.Model) -> Callable[[Sequence[tf.Tensor], tf.Tensor], tf.Tensor]:
     """The fastest exact ``apply(params, observations)`` for a policy model and batched params.
 
     ``observations`` is ``[T, ..., obs_dim]``. For a ``gaussian_mlp_policy`` (a chain of ``Dense``
-    layers with one hidden activation, then ``GaussianHead``) this is ``gaussian_policy_apply``;
+    layers with one hidden activation, then ``GaussianHead``) this is a ``GaussianPolicyApply``
+    (``gaussian_policy_apply``, plus a NumPy mirror of it as ``.numpy_apply``);
     any other model goes through ``FunctionalModel(model).apply_batched`` (its own dense fast path
     for plain MLPs such as ``categorical_mlp_policy``, ``tf.vectorized_map`` otherwise), with the
     axes between task and features flattened and restored.
     """
     plan = _gaussian_plan(model)
     if plan is not None:
-        activation, min_std = plan
-        return lambda params, obs: gaussian_policy_apply(params, obs, activation, min_std)
+        return GaussianPolicyApply(*plan)
     fmodel = FunctionalModel(model)
 
     def apply(params, obs):
