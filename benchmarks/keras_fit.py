@@ -9,32 +9,30 @@ call, one intra-op and one inter-op TensorFlow thread. The two sides:
 
 * learner: ``MAMLLearner(mlp(1, 1), SinusoidTasks(), cfg).train(n)`` -- task sampling inside the
   compiled step, the whole 50-step loop one XLA call;
-* fit: ``MetaModel(mlp(1, 1), cfg)`` compiled with ``jit_compile=True, steps_per_execution=50`` and
-  ``fit()`` on ``task_dataset(SinusoidTasks(), 25, 10, 10)`` (infinite, prefetched) -- sampling in a
-  tf.data pipeline, Keras' multi-step loop calling the XLA-compiled ``train_step`` (the learner's
-  ``grads`` / ``apply``) once per meta-step.
+* fit: ``MetaModel(mlp(1, 1), cfg, tasks=SinusoidTasks())`` compiled with ``jit_compile=True,
+  steps_per_execution=50`` and ``fit()`` on ``seed_dataset()`` (infinite): the dataset yields only the
+  stateless seed of each meta-step, and the fused train function samples the meta-batch inside the
+  XLA step, then runs the learner's ``grads`` / ``apply`` -- 50 meta-steps per compiled call, as the
+  learner runs them;
+* fit_tensors: the same ``fit()`` on ``task_dataset(SinusoidTasks(), 25, 10, 10)`` (the meta-batch
+  tensors sampled in a tf.data pipeline, the path for your own episodes), for comparison.
 
-Throughput: after a warm-up call each (trace + XLA compile), three runs are timed alternately,
-``--repeats`` times each, ``--timed-steps`` meta-steps per timing (a whole ``train(n)`` call or a whole
-``fit(steps_per_epoch=n)`` call, so fit's per-call set-up is included), and the medians reported:
-the learner, ``fit`` on the live task dataset, and ``fit_cached`` on the same meta-batches read back
-from memory (``.take(n).cache().repeat()``), which separates the cost of Keras' loop from that of
-sampling in tf.data. ``*_cpu_us_per_meta_step`` is process CPU time (all threads: tf.data's are extra
-to the one TF op thread) per meta-step.
+Throughput: after a warm-up call each (trace + XLA compile), the three runs are timed in turn, in
+the same process, ``--repeats`` rounds, ``--timed-steps`` meta-steps per timing (a whole ``train(n)``
+call or a whole ``fit(steps_per_epoch=n)`` call, so fit's per-call set-up is included). Every timing
+is printed, each round's ratio (fit / the learner timed just before it) too, and the medians.
+``*_cpu_us_per_meta_step`` is process CPU time (all threads: tf.data's are extra to the one TF op
+thread) per meta-step.
 
 Quality: for each of ``--quality-seeds`` seeds, a fresh learner and a fresh MetaModel with that seed
-(same initialisation, and the same task stream: ``task_dataset`` samples under XLA as the learner
-does) are each meta-trained for ``--quality-steps`` meta-steps, then scored by
+(same initialisation; ``fit()`` on ``seed_dataset(seed)``, so the same tasks sampled by the same XLA
+code at each meta-step) are each meta-trained for ``--quality-steps`` meta-steps, then scored by
 ``metarl_tf.evaluation.adaptation_curve`` on the same 600 held-out tasks (``learner.evaluate()`` and
-``MetaModel.adaptation_curve``): query MSE after 0, 1 and 10 inner steps with 95% intervals. The two
-runs of a seed agree to rounding at first (printed: the largest weight difference after 1000
-steps); different XLA programs round differently, and MAML's early training amplifies that until the
-runs are as different as two seeds, so "the same MSE" means the same spread over seeds.
+``MetaModel.adaptation_curve``): query MSE after 0, 1 and 10 inner steps with 95% intervals. Printed
+too: the largest weight difference between the two after 1000 steps and at the end.
 
 Output is ``key=value`` lines; the last three are ``fit_meta_steps_per_s``,
-``learner_meta_steps_per_s`` and ``ratio`` (fit / learner, wall-clock medians). On a machine shared
-with other processes the wall-clock timings are bimodal (the tf.data thread does or does not find a
-free core); ``cpu_ratio_*`` (learner / fit CPU time per meta-step) is the steadier comparison.
+``learner_meta_steps_per_s`` and ``ratio`` (fit / learner, wall-clock medians).
 """
 from __future__ import annotations
 
@@ -56,7 +54,7 @@ from metarl_tf.algorithms import MAMLConfig, MAMLLearner  # noqa: E402
 from metarl_tf.keras import MetaModel  # noqa: E402
 from metarl_tf.networks import mlp  # noqa: E402
 from metarl_tf.tasks import SinusoidTasks  # noqa: E402
-from metarl_tf.tasks.datasets import task_dataset  # noqa: E402
+from metarl_tf.tasks.datasets import seed_dataset, task_dataset  # noqa: E402
 
 CONFIG = MAMLConfig(meta_batch_size=25, num_support=10, num_query=10, inner_steps=1, inner_lr=0.01,
                     meta_lr=1e-3, jit_compile=True, steps_per_execution=50)
@@ -80,7 +78,7 @@ def make_learner(seed=0):
 
 
 def make_meta_model(seed=0):
-    meta = MetaModel(mlp(1, 1), CONFIG, seed=seed)
+    meta = MetaModel(mlp(1, 1), CONFIG, seed=seed, tasks=SinusoidTasks())
     meta.compile(optimizer=keras.optimizers.Adam(CONFIG.meta_lr), jit_compile=True,
                  steps_per_execution=CONFIG.steps_per_execution)
     return meta
@@ -95,13 +93,10 @@ def timed(fn, steps):
 
 
 def throughput(steps, repeats):
-    """Alternating timings of the learner, fit() on the live dataset, fit() on a cached one."""
+    """Timings in turn, in one process: the learner, fit() on task seeds, fit() on meta-batches."""
     learner = make_learner()
-    live = dataset()
-    # The same meta-batches read back from memory: fit() without the cost of sampling them.
-    cached = dataset().take(steps).cache().repeat()
-    models = {"fit": make_meta_model(), "fit_cached": make_meta_model()}
-    data = {"fit": live, "fit_cached": cached}
+    models = {"fit": make_meta_model(), "fit_tensors": make_meta_model()}
+    data = {"fit": seed_dataset(), "fit_tensors": dataset()}
     runs = {"learner": lambda: learner.train(steps)}
     for name in models:
         runs[name] = (lambda m, d: lambda: m.fit(d, steps_per_epoch=steps, epochs=1, verbose=0))(
@@ -114,12 +109,11 @@ def throughput(steps, repeats):
         t0 = time.perf_counter()
         model.fit(data[name], steps_per_epoch=spe, epochs=1, verbose=0)
         emit(f"{name}_compile_s", time.perf_counter() - t0)
-    learner.train(4 * spe)
-    for name, model in models.items():
-        model.fit(data[name], steps_per_epoch=steps, epochs=1, verbose=0)  # fills the cache
+    for fn in runs.values():  # warm-up
+        fn()
     rates = {name: [] for name in runs}
     cpu = {name: [] for name in runs}
-    for _ in range(repeats):  # alternate, so that load from other processes hits all alike
+    for _ in range(repeats):  # in turn, so that load from other processes hits all alike
         for name, fn in runs.items():
             rate, us = timed(fn, steps)
             rates[name].append(rate)
@@ -130,10 +124,13 @@ def throughput(steps, repeats):
         emit(f"{name}_timings", ",".join(f"{r:.1f}" for r in rates[name]))
         emit(f"{name}_cpu_us_per_meta_step", statistics.median(cpu[name]))
         emit(f"{name}_meta_steps_per_s_median", medians[name])
-    emit("ratio_fit_cached", medians["fit_cached"] / medians["learner"])
-    # CPU per meta-step is steadier than wall time on a shared machine: learner / fit.
-    for name in ("fit", "fit_cached"):
+    for name in ("fit", "fit_tensors"):
+        per_round = [f / l for f, l in zip(rates[name], rates["learner"])]
+        emit(f"ratio_{name}_per_round", ",".join(f"{r:.3f}" for r in per_round))
+        emit(f"ratio_{name}_per_round_median", statistics.median(per_round))
+        # CPU per meta-step is steadier than wall time on a shared machine: learner / fit.
         emit(f"cpu_ratio_{name}", statistics.median(cpu["learner"]) / statistics.median(cpu[name]))
+    emit("ratio_fit_tensors", medians["fit_tensors"] / medians["learner"])
     return medians["fit"], medians["learner"]
 
 
@@ -148,20 +145,22 @@ def quality(steps, seeds, check_steps=1000):
         learner_early = [v.numpy() for v in learner.fmodel.variables]
         learner.train(steps - check_steps)
         learner_s = time.perf_counter() - t0
+        learner_final = [v.numpy() for v in learner.fmodel.variables]
         early = []
         record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: early.append(
             [v.numpy() for v in meta.network.trainable_variables]) if epoch == 0 else None)
         t0 = time.perf_counter()
         # One fit() call: the dataset is read on across epochs, element i at meta-step i.
-        meta.fit(dataset(seed=seed), steps_per_epoch=check_steps, epochs=steps // check_steps,
-                 verbose=0, callbacks=[record])
+        meta.fit(seed_dataset(seed=seed), steps_per_epoch=check_steps,
+                 epochs=steps // check_steps, verbose=0, callbacks=[record])
         fit_s = time.perf_counter() - t0
         assert int(meta.meta_step.numpy()) == learner.step == steps
-        # Same tasks (the XLA stream on both sides), same initialisation: the runs agree to
-        # rounding at first; the rounding differences then grow until the runs are as different
-        # as two seeds (MAML's early training is chaotic).
+        # Same tasks sampled by the same XLA code, same initialisation.
         emit(f"quality_seed{seed}_max_weight_diff_after_{check_steps}_steps", max(
             float(abs(a - b).max()) for a, b in zip(learner_early, early[0])))
+        emit(f"quality_seed{seed}_max_weight_diff_after_{steps}_steps", max(
+            float(abs(a - b.numpy()).max())
+            for a, b in zip(learner_final, meta.network.trainable_variables)))
         curves = {"learner": learner.evaluate(num_tasks=600, num_steps=10, seed=0),
                   "fit": meta.adaptation_curve(SinusoidTasks(), num_tasks=600, num_steps=10,
                                                seed=0)}

@@ -24,106 +24,25 @@ counts, at least one support row, finite values, and ``0 <= num_steps <= max_num
 """
 from __future__ import annotations
 
-
-import tensorflow as tf
-
-from export._common import own_rule, rule_metadata, save_with_metadata
 from export.layout import write_versioned
-from metarl_tf import __version__, adaptation
-from metarl_tf.params import FunctionalModel, mse
+# The module itself lives in the library, so that metarl_tf.keras.MetaModel.export builds the same
+# one without importing this package; see metarl_tf/adaptable.py.
+from metarl_tf.adaptable import SIGNATURE_KEYS, AdaptableRegressor
 
-SIGNATURE_KEYS = ("serving_default", "adapt")
-
-
-class AdaptableRegressor(tf.Module):
-    """A regressor plus its inner loop, as a ``tf.Module`` ready for ``tf.saved_model.save``.
-
-    Args:
-      fmodel: the network (only traced; the export keeps its own copies of the values).
-      params: meta-learned parameter values, ordered like ``fmodel.variables``.
-      rule: ``adaptation.SGD`` or ``adaptation.PerParameterSGD`` with the meta-learned rate(s).
-      max_num_steps: the largest ``num_steps`` the ``adapt`` signature accepts. Meta-SGD's rates
-        are learned for the number of steps it was trained with (often 1) and can be large
-        (|alpha| of 2-4 on sinusoids): many more steps than that may diverge to inf/NaN.
-    """
-
-    def __init__(self, fmodel: FunctionalModel, params, rule: adaptation.UpdateRule,
-                 max_num_steps: int = 1000, name: str = "adaptable_regressor"):
-        super().__init__(name=name)
-        if isinstance(max_num_steps, bool) or not isinstance(max_num_steps, int) or max_num_steps < 0:
-            raise ValueError(f"`max_num_steps` must be an integer >= 0, got {max_num_steps!r}")
-        d_in = int(fmodel.model.inputs[0].shape[-1])
-        d_out = int(fmodel.model.outputs[0].shape[-1])
-        self.input_dim, self.output_dim = d_in, d_out
-        self.max_num_steps = max_num_steps
-        self.params = [tf.Variable(p, trainable=False, name=f"param_{i}")
-                       for i, p in enumerate(params)]
-        self.non_trainable = [tf.Variable(v, trainable=False, name=f"state_{i}")
-                              for i, v in enumerate(fmodel.non_trainable_variables)]
-        rule = own_rule(self, rule)
-        max_steps = tf.constant(max_num_steps, tf.int32)
-
-        def predict_batched(params, x):
-            return fmodel.apply_batched(params, x, self.non_trainable)
-
-        def checked(x, name, width):
-            x = tf.ensure_shape(x, [None, width], name=f"check_{name}_shape")
-            return tf.debugging.check_numerics(x, f"{name} must be finite")
-
-        @tf.function(input_signature=[tf.TensorSpec([None, d_in], tf.float32, name="x")])
-        def serving_default(x):
-            x = checked(x, "x", d_in)
-            tiled = fmodel.tile([tf.convert_to_tensor(p) for p in self.params], 1)
-            return {"y": predict_batched(tiled, x[None])[0]}
-
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, d_in], tf.float32, name="support_x"),
-            tf.TensorSpec([None, d_out], tf.float32, name="support_y"),
-            tf.TensorSpec([None, d_in], tf.float32, name="query_x"),
-            tf.TensorSpec([], tf.int32, name="num_steps")])
-        def adapt(support_x, support_y, query_x, num_steps):
-            support_x = checked(support_x, "support_x", d_in)
-            support_y = checked(support_y, "support_y", d_out)
-            query_x = checked(query_x, "query_x", d_in)
-            rows_x, rows_y = tf.shape(support_x)[0], tf.shape(support_y)[0]
-            checks = [
-                tf.debugging.assert_equal(rows_x, rows_y, message=(
-                    "support_x and support_y must have the same number of rows")),
-                tf.debugging.assert_positive(rows_x, message="support_x must have at least one row"),
-                tf.debugging.assert_non_negative(num_steps, message="num_steps must be >= 0"),
-                tf.debugging.assert_less_equal(num_steps, max_steps, message=(
-                    f"num_steps must be <= max_num_steps ({max_num_steps})")),
-            ]
-            with tf.control_dependencies(checks):
-                tiled = fmodel.tile([tf.convert_to_tensor(p) for p in self.params], 1)
-            sx, sy = support_x[None], support_y[None]
-            loss = lambda p: mse(predict_batched(p, sx), sy)
-            adapted = adaptation.adapt(loss, tiled, rule, num_steps)
-            return {"y": predict_batched(adapted.params, query_x[None])[0]}
-
-        self.serving_default = serving_default
-        self.adapt = adapt
-
-    def signatures(self) -> dict:
-        return {"serving_default": self.serving_default, "adapt": self.adapt}
-
-    def metadata(self) -> dict:
-        return {"kind": "AdaptableRegressor", "metarl_tf_version": __version__,
-                "input_dim": self.input_dim, "output_dim": self.output_dim,
-                "max_num_steps": self.max_num_steps, "signatures": list(SIGNATURE_KEYS),
-                **rule_metadata(self)}
-
-    def save(self, path: str, extra_metadata: dict | None = None) -> None:
-        """Writes the SavedModel (tag ``serve``) plus ``assets.extra/metarl_tf.json`` to ``path``."""
-        save_with_metadata(self, path, {**self.metadata(), **(extra_metadata or {})})
+__all__ = ["SIGNATURE_KEYS", "AdaptableRegressor", "export_learner"]
 
 
 def export_learner(learner, base: str, name: str, version: int | None = None,
                    max_num_steps: int = 1000, extra_metadata: dict | None = None) -> str:
     """Exports a supervised meta-learner (MAML, FOMAML, Meta-SGD, Reptile) as an AdaptableRegressor.
 
+    ``learner`` is a library learner or a ``metarl_tf.keras.MetaModel`` (anything with ``fmodel``
+    and ``update_rule()``; a MetaModel adds its ``export_metadata()``, e.g. ``trained_with``).
+
     Returns the version directory written (``<base>/<name>/<version>``).
     """
     module = AdaptableRegressor(learner.fmodel, learner.fmodel.params(), learner.update_rule(),
                                 max_num_steps=max_num_steps)
-    return write_versioned(base, name, lambda d: module.save(d, extra_metadata), version=version)
+    own = learner.export_metadata() if hasattr(learner, "export_metadata") else {}
+    metadata = {**own, **(extra_metadata or {})}
+    return write_versioned(base, name, lambda d: module.save(d, metadata), version=version)

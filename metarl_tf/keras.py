@@ -39,12 +39,15 @@ import keras
 import tensorflow as tf
 
 from metarl_tf import adaptation, evaluation
+from metarl_tf import tasks as task_families
+from metarl_tf.adaptable import AdaptableRegressor
 from metarl_tf.algorithms.maml import MAMLConfig, MAMLLearner
 from metarl_tf.algorithms.metasgd import MetaSGDConfig, MetaSGDLearner
 from metarl_tf.algorithms.reptile import ReptileConfig, ReptileLearner
-from metarl_tf.core import TaskBatch
+from metarl_tf.core import RegressionTaskDistribution, TaskBatch
 from metarl_tf.params import mse
-from metarl_tf.tasks.datasets import KEYS, check_task_dataset
+from metarl_tf.tasks.datasets import KEYS, SEED_KEY, check_task_dataset
+from metarl_tf.tasks.regression import sample_task_batch
 
 # Most specific first: MetaSGDConfig is a MAMLConfig.
 _LEARNERS = ((MetaSGDConfig, MetaSGDLearner), (MAMLConfig, MAMLLearner),
@@ -67,11 +70,21 @@ class MetaModel(keras.Model):
         ``steps_per_execution`` are ``compile``'s defaults. The dataset, not the config, decides the
         meta-batch and shot sizes (build it from ``config.meta_batch_size`` etc. to keep them equal).
       seed: seeds what the learner would seed (Meta-SGD's initial rates), as ``MAMLLearner(seed=)``.
+      tasks: a ``RegressionTaskDistribution`` to sample meta-batches from INSIDE the compiled step,
+        for datasets of task seeds (``metarl_tf.tasks.datasets.seed_dataset``): the fast path for
+        built-in task families, where ``config`` gives the meta-batch and shot sizes, exactly as
+        ``MAMLLearner(network, tasks, config)`` samples them. None: the dataset holds the tensors.
       **kwargs: ``keras.Model`` arguments (``name``).
     """
 
-    def __init__(self, network: keras.Model, config, seed: int = 0, **kwargs):
+    def __init__(self, network: keras.Model, config, seed: int = 0,
+                 tasks: RegressionTaskDistribution | None = None, **kwargs):
         super().__init__(**kwargs)
+        if tasks is not None and not isinstance(tasks, RegressionTaskDistribution):
+            raise TypeError("`tasks` must implement RegressionTaskDistribution "
+                            "(input_dim, output_dim, sample_task_params, sample_inputs, evaluate) "
+                            f"or be None, got {type(tasks).__name__}")
+        self.tasks = tasks
         learner_cls = next((lc for cc, lc in _LEARNERS if isinstance(config, cc)), None)
         if learner_cls is None:
             raise TypeError("`config` must be a MAMLConfig, MetaSGDConfig or ReptileConfig, got "
@@ -196,7 +209,7 @@ class MetaModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):
-        batch = _task_batch(data)
+        batch = self._batch(data)
         replicas = self.distribute_strategy.num_replicas_in_sync
         grads_fn = self._replica_grads if self._replica_jit else self._learner.grads
         # Each replica holds 1/replicas of the tasks: scaling its mean loss by 1/replicas makes the
@@ -215,10 +228,12 @@ class MetaModel(keras.Model):
         Keras' own loop calls the compiled ``train_step`` once per step from a graph loop that
         fetches each batch as it goes; on a step as small as a sinusoid meta-step (~0.7 ms) that
         took ~35% more CPU time per step than this loop, in one measurement. Here a graph loop first
-        fetches up to ``steps_per_execution`` meta-batches into a buffer, then one (XLA) function
-        runs ``train_step`` on each in order, as the learner's own loop runs its meta-steps: the
-        same steps, callbacks and logs as Keras' loop. Used on one replica with static dataset
-        shapes (``fit`` records them); otherwise, and for ``train_on_batch``, Keras' loop runs.
+        fetches up to ``steps_per_execution`` elements (meta-batches, or task seeds) into a buffer,
+        then one (XLA) function runs ``train_step`` on each in order, as the learner's own loop runs
+        its meta-steps: the same steps, callbacks and logs as Keras' loop. With task seeds the
+        buffer is ``steps`` pairs of int64 and the sampling runs in that XLA function, so the whole
+        execution is the learner's loop. Used on one replica with static dataset shapes (``fit``
+        records them); otherwise, and for ``train_on_batch``, Keras' loop runs.
         """
         if self.train_function is not None and not force:
             return self.train_function
@@ -232,10 +247,12 @@ class MetaModel(keras.Model):
         return self.train_function
 
     def _fused_train_function(self, spec, steps, keras_function):
+        keys = sorted(spec)
+
         def run_steps(count, batches):
             logs = {m.name: tf.zeros([]) for m in self._trackers}
             for i in tf.range(count):
-                logs = self.train_step({key: batches[key][i] for key in KEYS})
+                logs = self.train_step({key: batches[key][i] for key in keys})
             return logs
 
         run_steps = tf.function(run_steps, jit_compile=self.jit_compile)
@@ -245,18 +262,18 @@ class MetaModel(keras.Model):
             if self._train_infinite:
                 # Never runs out: ``steps`` plain reads, unrolled (the cheapest per meta-batch).
                 values = [iterator.get_next() for _ in range(steps)]
-                batches = {key: tf.stack([v[key] for v in values]) for key in KEYS}
+                batches = {key: tf.stack([v[key] for v in values]) for key in keys}
                 return tf.constant(steps), run_steps(tf.constant(steps), batches)
             # Rows not written (the data ran out) stay zeros and are not run (count says so).
             buffers = {key: tf.TensorArray(spec[key].dtype, size=steps,
-                                           element_shape=spec[key].shape) for key in KEYS}
+                                           element_shape=spec[key].shape) for key in keys}
             count = tf.constant(0)
             for _ in tf.range(steps):
                 element = iterator.get_next_as_optional()
                 if not element.has_value():
                     break
                 value = element.get_value()
-                buffers = {key: buffers[key].write(count, value[key]) for key in KEYS}
+                buffers = {key: buffers[key].write(count, value[key]) for key in keys}
                 count += 1
             return count, run_steps(count, {key: b.stack() for key, b in buffers.items()})
 
@@ -271,7 +288,7 @@ class MetaModel(keras.Model):
         return train_function
 
     def test_step(self, data):
-        batch = _task_batch(data)
+        batch = self._batch(data)
         loss_fn = self._replica_meta_loss if self._replica_jit else self._learner.meta_loss
         query_loss, support_loss = loss_fn(batch)
         return self._update_trackers(query_loss, support_loss)
@@ -353,13 +370,22 @@ class MetaModel(keras.Model):
         if getattr(model, "inputs", None) and len(model.inputs) == 1:
             input_shape = tuple(model.inputs[0].shape[1:])
             output_shape = tuple(model.outputs[0].shape[1:])
-        spec = check_task_dataset(data, input_shape, output_shape, name=name)
+        element_spec = data.element_spec
+        if isinstance(element_spec, dict) and SEED_KEY in element_spec:
+            # Task seeds: check what the step will sample from them, as if it were the dataset.
+            fed = {SEED_KEY: element_spec[SEED_KEY]}
+            spec = self._sampled_spec(element_spec[SEED_KEY], name)
+            check_task_dataset(tf.data.Dataset.from_tensors(
+                {k: tf.zeros(s.shape, s.dtype) for k, s in spec.items()}), input_shape,
+                output_shape, name=f"{name} (as sampled from `tasks`)")
+        else:
+            fed = spec = check_task_dataset(data, input_shape, output_shape, name=name)
         infinite = int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
         if name == "x" and steps_name == "steps_per_epoch":
             # The fused train function is built for one element spec and cardinality.
-            if spec != self._train_spec or infinite != self._train_infinite:
+            if fed != self._train_spec or infinite != self._train_infinite:
                 self.train_function = None
-            self._train_spec, self._train_infinite = spec, infinite
+            self._train_spec, self._train_infinite = fed, infinite
         for key in KEYS:
             if spec[key].dtype != self.fmodel.dtype:
                 raise ValueError(f"`{name}` element {key!r} has dtype {spec[key].dtype.name} but "
@@ -382,6 +408,42 @@ class MetaModel(keras.Model):
                              f"which do not split evenly over {replicas} replicas")
         if infinite and steps is None:
             raise ValueError(f"`{name}` is an infinite task dataset: pass `{steps_name}`")
+
+    def _sampled_spec(self, seed_spec, name) -> dict:
+        """The element spec of the meta-batch the step samples from a ``task_seed`` element."""
+        if self.tasks is None:
+            raise ValueError(f"`{name}` yields task seeds ({SEED_KEY!r}) but this MetaModel has no "
+                             "task distribution to sample from: build it with "
+                             "MetaModel(network, config, tasks=...), or feed meta-batches "
+                             "(task_dataset, from_task_batches)")
+        if (not isinstance(seed_spec, tf.TensorSpec) or seed_spec.dtype != tf.int64
+                or seed_spec.shape != (2,)):
+            raise ValueError(f"`{name}` element {SEED_KEY!r} must be an int64 tensor of shape [2] "
+                             f"(a stateless seed, as seed_dataset yields), got {seed_spec}")
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas > 1:
+            raise ValueError(f"`{name}` yields task seeds, which run on one replica; under a "
+                             f"strategy with {replicas} replicas feed meta-batches (task_dataset), "
+                             "which Keras splits along the task axis")
+        cfg, tasks, dtype = self.config, self.tasks, tf.float32  # what the task families sample
+        shapes = {"support_x": (cfg.num_support, tasks.input_dim),
+                  "support_y": (cfg.num_support, tasks.output_dim),
+                  "query_x": (cfg.num_query, tasks.input_dim),
+                  "query_y": (cfg.num_query, tasks.output_dim)}
+        return {k: tf.TensorSpec((cfg.meta_batch_size,) + shape, dtype)
+                for k, shape in shapes.items()}
+
+    def _batch(self, data) -> TaskBatch:
+        """A dataset element as a TaskBatch: the tensors it holds, or sampled from its seed."""
+        if isinstance(data, (tuple, list)) and len(data) == 1:  # Keras may wrap x as (x,)
+            data = data[0]
+        if SEED_KEY in data:
+            # What MAMLLearner._sample draws at the same seed: the same tasks, in the same step.
+            cfg = self.config
+            batch = sample_task_batch(self.tasks, data[SEED_KEY], cfg.meta_batch_size,
+                                      cfg.num_support, cfg.num_query)
+            return batch._replace(task_params=None)
+        return TaskBatch(*(data[k] for k in KEYS), task_params=None)
 
     # -- adaptation and export ----------------------------------------------------------------------
     def adapt(self, support_x, support_y, query_x, num_steps: int = 1):
@@ -406,61 +468,67 @@ class MetaModel(keras.Model):
             num_query=num_query,
             num_steps=num_steps, seed=self.seed if seed is None else seed)
 
-    def export(self, filepath, name: str | None = None, *, version: int | None = None,
-               max_num_steps: int = 1000, extra_metadata: dict | None = None,
-               format: str = EXPORT_FORMAT, **kwargs) -> str:
+    def export(self, filepath, format: str = EXPORT_FORMAT, *, max_num_steps: int = 1000,
+               extra_metadata: dict | None = None, **kwargs) -> str:
         """Writes the adaptable SavedModel that ``metarl export`` writes (one exporter underneath).
 
         This deliberately overrides ``keras.Model.export(filepath, format="tf_saved_model", ...)``:
-        the default here is ``format="adaptable_saved_model"``, ``export.AdaptableRegressor`` with
-        its ``serving_default`` and ``adapt`` signatures (see ``export/saved_model.py``). Any other
-        ``format`` (``"tf_saved_model"``, ``"onnx"``, ...) is passed to Keras' ``export`` of the
-        network: the meta-learned initialisation without adaptation.
+        the default here is ``format="adaptable_saved_model"``, ``metarl_tf.adaptable.
+        AdaptableRegressor`` with its ``serving_default`` and ``adapt`` signatures, saved by its own
+        ``save`` -- the module and the call ``metarl export`` (``export.saved_model.export_learner``)
+        makes. Any other ``format`` (``"tf_saved_model"``, ``"onnx"``, ...) is passed to Keras'
+        ``export`` of the network: the meta-learned initialisation without adaptation.
+
+        For TF Serving's ``<base>/<name>/<version>/`` layout (what ``metarl export --to base --name
+        name`` writes), call ``export.saved_model.export_learner(meta_model, base, name)``: the
+        layout is the ``export`` package's, which the library does not import.
 
         Args:
-          filepath: with ``name``: the export base, written as TF Serving's
-            ``<filepath>/<name>/<version>/`` (what ``metarl export --to filepath --name name``
-            writes); without: the SavedModel directory itself.
-          name: the model name (see above).
-          version: explicit version number with ``name``; default: the next free one.
+          filepath: the SavedModel directory to write.
           max_num_steps: the largest ``num_steps`` the ``adapt`` signature accepts.
-          extra_metadata: merged into ``assets.extra/metarl_tf.json``.
+          extra_metadata: merged into ``assets.extra/metarl_tf.json`` (after ``export_metadata()``).
 
         Returns:
           The SavedModel directory written.
 
         Example::
 
-            path = meta_model.export("exports", name="sinusoid")       # exports/sinusoid/1
+            path = meta_model.export("sinusoid_model")
             m = tf.saved_model.load(path)                               # TensorFlow alone
             y = m.signatures["adapt"](support_x=xs, support_y=ys, query_x=xq,
                                       num_steps=tf.constant(5))["y"]
         """
         if format != EXPORT_FORMAT:
             return self.network.export(filepath, format=format, **kwargs)
+        if "name" in kwargs or "version" in kwargs:
+            raise ValueError("MetaModel.export writes one SavedModel directory; for the "
+                             "<base>/<name>/<version> layout call "
+                             "export.saved_model.export_learner(meta_model, base, name, version=)")
         if kwargs:
             raise ValueError(f"unexpected arguments for format={EXPORT_FORMAT!r}: {sorted(kwargs)}")
-        # Imported here: metarl_tf does not depend on the `export` package at import time.
-        from export.saved_model import AdaptableRegressor, export_learner
-
-        meta = {"algorithm": type(self.config).__name__, "meta_steps": int(self.meta_step.numpy()),
-                "trained_with": "keras_fit", **(extra_metadata or {})}
-        if name is not None:
-            return export_learner(self._learner, str(filepath), name, version=version,
-                                  max_num_steps=max_num_steps, extra_metadata=meta)
-        if version is not None:
-            raise ValueError("`version` needs `name` (the <base>/<name>/<version> layout)")
         module = AdaptableRegressor(self.fmodel, self.fmodel.params(), self.update_rule(),
                                     max_num_steps=max_num_steps)
-        module.save(str(filepath), meta)
+        module.save(str(filepath), {**self.export_metadata(), **(extra_metadata or {})})
         return str(filepath)
+
+    def export_metadata(self) -> dict:
+        """What an export of this model records about its training (``assets.extra``)."""
+        return {"algorithm": type(self.config).__name__,
+                "meta_steps": int(self.meta_step.numpy()), "trained_with": "keras_fit"}
 
     # -- serialisation (model.save / ModelCheckpoint(save_weights_only=False)) ----------------------
     def get_config(self):
-        return {"name": self.name, "seed": self.seed,
-                "network": keras.saving.serialize_keras_object(self.network),
-                "algorithm": type(self.config).__name__,
-                "algorithm_config": dataclasses.asdict(self.config)}
+        config = {"name": self.name, "seed": self.seed,
+                  "network": keras.saving.serialize_keras_object(self.network),
+                  "algorithm": type(self.config).__name__,
+                  "algorithm_config": dataclasses.asdict(self.config)}
+        # A library task family (a frozen dataclass in metarl_tf.tasks) is saved by name and fields;
+        # any other one is not serialisable here: pass it again to the reloaded model's `tasks`.
+        tasks = self.tasks
+        if (tasks is not None and dataclasses.is_dataclass(tasks)
+                and getattr(task_families, type(tasks).__name__, None) is type(tasks)):
+            config["tasks"] = {"class": type(tasks).__name__, "config": dataclasses.asdict(tasks)}
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -469,10 +537,9 @@ class MetaModel(keras.Model):
         fields = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in config.pop("algorithm_config").items()}
         network = keras.saving.deserialize_keras_object(config.pop("network"))
-        return cls(network, algorithm(**fields), **config)
+        tasks = config.pop("tasks", None)
+        if tasks is not None:
+            tasks = getattr(task_families, tasks["class"])(**{
+                k: tuple(v) if isinstance(v, list) else v for k, v in tasks["config"].items()})
+        return cls(network, algorithm(**fields), tasks=tasks, **config)
 
-
-def _task_batch(data) -> TaskBatch:
-    if isinstance(data, (tuple, list)) and len(data) == 1:  # Keras may wrap x as (x,)
-        data = data[0]
-    return TaskBatch(*(data[k] for k in KEYS), task_params=None)

@@ -20,7 +20,8 @@ from metarl_tf.keras import MetaModel
 from metarl_tf.networks import mlp
 from metarl_tf.params import mse
 from metarl_tf.tasks import SinusoidTasks, sample_task_batch
-from metarl_tf.tasks.datasets import KEYS, check_task_dataset, from_task_batches, task_dataset
+from metarl_tf.tasks.datasets import (KEYS, check_task_dataset, from_task_batches, seed_dataset,
+                                      task_dataset)
 
 TASKS = SinusoidTasks()
 # Small and uncompiled (XLA compiles take seconds each on this machine); XLA runs in the benchmark.
@@ -158,6 +159,74 @@ def test_multi_step_executions_equal_one_step_per_call():
     np.testing.assert_allclose(h2["query_loss"], h1["query_loss"], rtol=1e-5)
 
 
+# -- task seeds: sampling inside the compiled step ------------------------------------------------
+def test_seed_dataset_yields_the_stateless_seed_of_each_meta_step():
+    finite = seed_dataset(seed=3, num_batches=3)
+    assert int(finite.cardinality()) == 3
+    assert [e["task_seed"].numpy().tolist() for e in finite] == [[3, 0], [3, 1], [3, 2]]
+    assert next(iter(seed_dataset(seed=5)))["task_seed"].dtype == tf.int64
+    with pytest.raises(ValueError, match="`num_batches` must be an integer >= 1 or None"):
+        seed_dataset(num_batches=0)
+
+
+@pytest.mark.parametrize("compile_args", [dict(jit_compile=False, steps_per_execution=1),
+                                          dict(jit_compile=True, steps_per_execution=3)])
+def test_fit_on_task_seeds_is_the_learners_train(compile_args):
+    """fit() on seed_dataset(seed) runs MAMLLearner(tasks, seed).train: meta-step i samples
+    (seed, i) in the step, so 7 meta-steps (executions of 3, 3, 1 under XLA) give the learner's
+    weights exactly -- the same sampling and math, traced into the same kind of program."""
+    cfg = MAMLConfig(meta_batch_size=4, num_support=5, num_query=5, inner_lr=0.05, **compile_args)
+    learner = MAMLLearner(net(), TASKS, cfg, seed=3)
+    meta = MetaModel(net(), cfg, seed=3, tasks=TASKS)
+    meta.compile()
+    last = learner.train(7)
+    history = meta.fit(seed_dataset(seed=3, num_batches=7), epochs=1, verbose=0,
+                       validation_data=seed_dataset(seed=9, num_batches=2)).history
+    assert int(meta.meta_step.numpy()) == learner.step == 7
+    assert max_diff(meta.network.weights, learner.fmodel.variables) < 1e-6
+    assert max_diff(meta.network.weights, net().weights) > 1e-3  # it trained
+    # Validation samples (9, 0) and (9, 1) in the step: the learner's meta_loss on the batches its
+    # sampler draws there (under XLA when compiled: XLA's Philox stream is not TensorFlow's).
+    sample = tf.function(learner._sample, jit_compile=cfg.jit_compile)
+    val = [learner.meta_loss(sample(tf.constant([9, i], tf.int64))) for i in range(2)]
+    assert history["val_query_loss"][0] == pytest.approx(np.mean([float(v[0]) for v in val]),
+                                                         rel=1e-5)
+    assert np.isfinite(last["query_loss"]) and history["query_loss"][0] > 0
+
+
+def test_task_seeds_need_tasks_and_one_replica():
+    meta = MetaModel(net(), MAMLConfig(**FAST))
+    meta.compile()
+    with pytest.raises(ValueError, match=r"`x` yields task seeds \('task_seed'\) but this MetaModel "
+                                         r"has no task distribution.*tasks=\.\.\."):
+        meta.fit(seed_dataset(num_batches=1), verbose=0)
+    seeded = MetaModel(net(), MAMLConfig(**FAST), tasks=TASKS)
+    seeded.compile()
+    bad = tf.data.Dataset.from_tensors({"task_seed": tf.constant([1, 2, 3], tf.int64)})
+    with pytest.raises(ValueError, match=r"element 'task_seed' must be an int64 tensor of shape"):
+        seeded.fit(bad, verbose=0)
+    with pytest.raises(ValueError, match="`validation_data` yields task seeds"):
+        meta.fit(data(4, 5, 5, num_batches=1), validation_data=seed_dataset(num_batches=1),
+                 verbose=0)
+    with pytest.raises(TypeError, match="`tasks` must implement RegressionTaskDistribution"):
+        MetaModel(net(), MAMLConfig(**FAST), tasks="sinusoid")
+    wide = MetaModel(mlp(2, 1, (4,)), MAMLConfig(**FAST), tasks=TASKS)  # sinusoids have x in R^1
+    wide.compile()
+    with pytest.raises(ValueError, match=r"\(as sampled from `tasks`\)` element 'support_x' has "
+                                         r"feature shape \(1,\).*input shape is \(2,\)"):
+        wide.fit(seed_dataset(num_batches=1), verbose=0)
+
+
+def test_a_model_with_tasks_saves_and_reloads_them(tmp_path):
+    meta = MetaModel(net(), MAMLConfig(**FAST), tasks=SinusoidTasks(amplitude_range=(1.0, 2.0)))
+    meta.compile()
+    meta.fit(seed_dataset(num_batches=2), verbose=0)
+    meta.save(str(tmp_path / "m.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "m.keras"))
+    assert loaded.tasks == meta.tasks and loaded.tasks.amplitude_range == (1.0, 2.0)
+    assert max_diff(loaded.network.weights, meta.network.weights) == 0.0
+
+
 # -- callbacks ------------------------------------------------------------------------------------
 class Interrupt(keras.callbacks.Callback):
     """Simulates a preemption at the start of an epoch."""
@@ -274,8 +343,10 @@ def test_backup_and_restore_resumes_from_the_saved_epoch(tmp_path):
 # -- export ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exported(fitted, tmp_path_factory):
+    from export.saved_model import export_learner  # the exporter `metarl export` calls
+
     base = tmp_path_factory.mktemp("exports")
-    path = fitted["meta"].export(str(base), name="sine")
+    path = export_learner(fitted["meta"], str(base), "sine")
     return {"path": path, "base": str(base), "loaded": tf.saved_model.load(path)}
 
 
@@ -311,10 +382,56 @@ def test_export_round_trip_adapts_like_the_library(fitted, exported, steps):
     np.testing.assert_allclose(y0.numpy(), meta(xq).numpy(), atol=1e-5)
 
 
-def test_export_to_a_plain_directory(fitted, tmp_path):
-    path = fitted["meta"].export(str(tmp_path / "model"))
+def test_export_to_a_plain_directory_is_the_same_saved_model(fitted, exported, tmp_path):
+    meta = fitted["meta"]
+    path = meta.export(str(tmp_path / "model"), max_num_steps=7)
     assert path == str(tmp_path / "model")
-    assert set(tf.saved_model.load(path).signatures) == {"serving_default", "adapt"}
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default", "adapt"}
+    with open(os.path.join(path, "assets.extra", "metarl_tf.json")) as fh:
+        info = json.load(fh)
+    assert info["kind"] == "AdaptableRegressor" and info["trained_with"] == "keras_fit"
+    assert info["max_num_steps"] == 7
+    xs, xq = np.linspace(-4, 4, 10, dtype=np.float32)[:, None], np.zeros((3, 1), np.float32)
+    args = dict(support_x=xs, support_y=np.sin(xs), query_x=xq, num_steps=tf.constant(2))
+    # The same module as export_learner writes: the same predictions, to the bit.
+    np.testing.assert_array_equal(loaded.signatures["adapt"](**args)["y"].numpy(),
+                                  exported["loaded"].signatures["adapt"](**args)["y"].numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_steps must be <= max_num_steps"):
+        loaded.signatures["adapt"](**{**args, "num_steps": tf.constant(8)})
+    with pytest.raises(ValueError, match=r"export.saved_model.export_learner\(meta_model, base"):
+        meta.export(str(tmp_path / "other"), name="sine")
+
+
+def test_metarl_tf_imports_neither_training_nor_export(repo_root, tmp_path):
+    """The arrows point one way: MetaModel.export writes the adaptable SavedModel with the library's
+    own AdaptableRegressor, and no module under metarl_tf imports `export` or `training`."""
+    import ast
+
+    offenders = []
+    for path in glob.glob(os.path.join(repo_root, "metarl_tf", "**", "*.py"), recursive=True):
+        with open(path) as fh:
+            tree = ast.parse(fh.read())
+        for node in ast.walk(tree):  # every import, at module level or inside a function
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            offenders += [(path, n) for n in names if n.split(".")[0] in ("export", "training")]
+    assert offenders == []
+    code = f"""
+import sys
+from metarl_tf.algorithms import MAMLConfig
+from metarl_tf.keras import MetaModel
+from metarl_tf.networks import mlp
+MetaModel(mlp(1, 1, (4,)), MAMLConfig(jit_compile=False)).export({str(tmp_path / "m")!r})
+print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"export", "training"}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=repo_root, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert os.path.exists(tmp_path / "m" / "saved_model.pb")
 
 
 # -- bad input --------------------------------------------------------------------------------------
