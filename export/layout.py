@@ -7,6 +7,7 @@ existing version directory is never replaced.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -49,7 +50,8 @@ def write_versioned(base: str, name: str, write: Callable[[str], None],
         raise ValueError(f"`version` must be a positive integer, got {version!r}")
     model_dir = os.path.join(base, name)
     os.makedirs(model_dir, exist_ok=True)
-    version = next_version(model_dir) if version is None else version
+    auto = version is None
+    version = next_version(model_dir) if auto else version
     final = os.path.join(model_dir, str(version))
     if os.path.exists(final):
         raise FileExistsError(f"export version directory {final} already exists; "
@@ -57,9 +59,23 @@ def write_versioned(base: str, name: str, write: Callable[[str], None],
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
     try:
         write(tmp)
-        if os.path.exists(final):  # somebody else took this version while we were writing
-            raise FileExistsError(f"export version directory {final} appeared during the export")
-        os.rename(tmp, final)
+        while True:
+            # rename(2) refuses to replace a non-empty directory, so a concurrent exporter that
+            # took this version first (its rename put a complete export there) is never replaced.
+            try:
+                if os.path.exists(final):
+                    raise FileExistsError(final)
+                os.rename(tmp, final)
+                break
+            except OSError as err:
+                if not (isinstance(err, FileExistsError)
+                        or err.errno in (errno.EEXIST, errno.ENOTEMPTY)):
+                    raise
+                if not auto:
+                    raise FileExistsError(f"export version directory {final} appeared during the "
+                                          "export; exports are never overwritten") from None
+                version = next_version(model_dir)  # the next free one, as if asked for it now
+                final = os.path.join(model_dir, str(version))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

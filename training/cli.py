@@ -5,7 +5,9 @@
                  [--seed S] [--set KEY=VALUE ...] [--threads N] [--quiet]
     metarl train --resume RUN_DIR [--steps N]
     metarl evaluate RUN_DIR [--tasks 600] [--inner-steps 10] [--shots K]
-    metarl export RUN_DIR --to EXPORT_BASE [--name NAME] [--version N]
+    metarl export RUN_DIR --to EXPORT_BASE [--name NAME] [--version N] [--serving-config [FILE]]
+    metarl export --to EXPORT_BASE --serving-config [FILE] [--serving-base-path DIR]
+    metarl inspect SAVEDMODEL [--no-load]
     metarl adapt SAVEDMODEL [--data FILE.npz|FILE.json] [--num-steps N] [--shots K] [--seed S]
 """
 from __future__ import annotations
@@ -28,7 +30,8 @@ EPILOG = """examples:
   metarl train maml-sinusoid --out runs/msgd --algo metasgd --shots 5 --set steps=20000
   metarl train --resume runs/maml --steps 100000
   metarl evaluate runs/maml
-  metarl export runs/maml --to exports --name sinusoid
+  metarl export runs/maml --to exports --name sinusoid --serving-config
+  metarl inspect exports/sinusoid/1
   metarl adapt exports/sinusoid/1 --num-steps 5
 """
 
@@ -76,8 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a run as an adaptable SavedModel",
                        description="Writes EXPORT_BASE/NAME/VERSION/ (TF Serving layout) from the "
                        "run's latest checkpoint and prints that directory. Never overwrites.")
-    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
+                   help="run to export (may be left out with --serving-config alone)")
     e.add_argument("--to", required=True, metavar="EXPORT_BASE", help="export base directory")
+    e.add_argument("--serving-config", nargs="?", const="", default=None, metavar="FILE",
+                   help="also write TF Serving's models.config (default EXPORT_BASE/models.config) "
+                   "covering every model exported under EXPORT_BASE")
+    e.add_argument("--serving-base-path", metavar="DIR",
+                   help="the export base as the server sees it (docker: /models); default: the "
+                   "absolute path of EXPORT_BASE")
     e.add_argument("--name", help="model name (default: the run's config name)")
     e.add_argument("--version", type=int, help="version number (default: next free one)")
     e.add_argument("--max-num-steps", type=int, default=1000,
@@ -94,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--num-steps", type=int, default=1, help="inner steps (default 1)")
     a.add_argument("--shots", type=int, default=10, help="fresh task: support points (default 10)")
     a.add_argument("--seed", type=int, default=0, help="fresh task: seed (default 0)")
+
+    i = sub.add_parser("inspect", help="print a SavedModel's signatures and check it for TF Serving",
+                       description="Prints every signature (named inputs and outputs, dtypes, "
+                       "shapes) and checks what TF Serving requires: tag serve, serving_default, "
+                       "the predict method, named dense tensors with JSON dtypes, batch dimension "
+                       "-1, no Python ops. Exits 1 when a check fails.")
+    i.add_argument("saved_model", metavar="SAVEDMODEL", help="a version directory of an export")
+    i.add_argument("--no-load", action="store_true",
+                   help="skip loading the model with tf.saved_model.load (proto checks only)")
     return p
 
 
@@ -156,6 +175,11 @@ def _evaluate(args) -> int:
 
 
 def _export(args) -> int:
+    if args.run_dir is None:
+        if args.serving_config is None:
+            raise ValueError("give RUN_DIR to export, or --serving-config to (re)write the "
+                             "models.config of EXPORT_BASE")
+        return _serving_config(args)
     from training.config import exporter_for
     from training.run import restore_learner
 
@@ -166,7 +190,25 @@ def _export(args) -> int:
     path = exporter(learner, args.to, args.name or config.name, version=args.version,
                           max_num_steps=args.max_num_steps, extra_metadata=meta)
     print(path)
+    if args.serving_config is not None:
+        _serving_config(args)
     return 0
+
+
+def _serving_config(args) -> int:
+    from export.serving_config import write_serving_config
+
+    path = write_serving_config(args.to, args.serving_config or None, args.serving_base_path)
+    print(f"wrote {path}")
+    return 0
+
+
+def _inspect(args) -> int:
+    from export.inspect import inspect
+
+    text, report = inspect(args.saved_model, load=not args.no_load)
+    print(text)
+    return 0 if report.ok else 1
 
 
 def _load_data(path: str) -> dict:
@@ -236,7 +278,7 @@ def main(argv=None) -> int:
                 print(f"{name:28s} {description}")
             return 0
         return {"train": _train, "evaluate": _evaluate, "export": _export,
-                "adapt": _adapt}[args.command](args)
+                "adapt": _adapt, "inspect": _inspect}[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as err:
         print(f"metarl {args.command}: error: {err}", file=sys.stderr)
         return 2
