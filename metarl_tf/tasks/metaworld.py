@@ -302,3 +302,207 @@ class MetaWorldEnv(TaskAttribute, gymnasium.Env):
             env.close()
         self._envs.clear()
         self._env = None
+
+
+# -- Meta-World's evaluation protocol ------------------------------------------------------------
+class MAMLMetaWorldAgent:
+    """A gradient-based meta-learner as Meta-World's ``metaworld.evaluation.MetaLearningAgent``.
+
+    Meta-World scores meta-RL with its own loop (``metaworld.evaluation.metalearning_evaluation``,
+    PAPERS.md section 5)::
+
+        for each evaluation round:
+            envs.call("sample_tasks"); agent.init()              # a new test goal per sub-env
+            repeat adaptation_steps times:
+                run adaptation_episodes episodes per sub-env:
+                    actions, aux = agent.adapt_action(obs); ...; agent.step(Timestep(...))
+                agent.adapt()
+            evaluation(agent, envs, evaluation_episodes)       # agent.eval_action / agent.reset
+
+    Here sub-environment ``e`` is task ``e`` of a task-batched policy: ``init`` tiles the
+    meta-parameters over the ``num_envs`` sub-environments, ``step`` cuts each sub-environment's
+    stream of timesteps into episodes, and ``adapt`` takes ONE inner step per sub-environment on
+    its episodes with the learner's own inner update (``learner._prepare_and_adapt``: advantages
+    over the linear feature baseline, the LVC/DiCE policy gradient, ``adaptation.adapt`` with the
+    learner's rule -- the step ``MAMLRLLearner.evaluate`` and the exported ``adapt`` signature
+    take). Actions come from ``policy_from_params`` (NumPy forward for Gaussian MLPs): sampled
+    while adapting, the mean (``deterministic_eval``) while evaluating.
+
+    Args:
+      learner: a trained ``MAMLRLLearner`` (or subclass) whose policy fits the environments.
+      num_envs: sub-environments of the evaluation vector env (its ``meta_batch_size``).
+      seed: seeds the exploration noise (round ``k`` of ``init`` uses ``(seed, k)``).
+      deterministic_eval: act with the policy mean in ``eval_action`` (else sample).
+
+    Example::
+
+        envs = gymnasium.make_vec("Meta-World/ML1-test", env_name="reach-v3", meta_batch_size=10)
+        agent = MAMLMetaWorldAgent(learner, num_envs=10)
+        success, mean_return, per_task = metalearning_evaluation(
+            agent, envs, num_evals=5, evaluation_episodes=10)
+    """
+
+    def __init__(self, learner, num_envs: int, seed: int = 0, deterministic_eval: bool = True):
+        for name in ("fmodel", "apply_fn", "distribution", "_prepare_and_adapt", "_theta"):
+            if not hasattr(learner, name):
+                raise TypeError(f"`learner` must be a MAMLRLLearner (missing `{name}`), got "
+                                f"{type(learner).__name__}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"`num_envs` must be an integer >= 1, got {num_envs!r}")
+        import tensorflow as tf
+        self.learner, self.num_envs, self.seed = learner, num_envs, int(seed)
+        self.deterministic_eval = bool(deterministic_eval)
+        self._adapt_fn = tf.function(learner._prepare_and_adapt)
+        self._round = 0
+        self.params = None
+        self.adapt_calls = 0
+
+    # -- MetaLearningAgent ----------------------------------------------------------------------
+    def init(self) -> None:
+        """New tasks: back to the meta-learned parameters, empty episode buffers."""
+        theta = self.learner._theta()
+        policy, extra = self.learner._split(theta)
+        self._extra = extra
+        self.params = self.learner.fmodel.tile(policy, self.num_envs)
+        self._round += 1
+        self._start_buffers()
+        self._make_policies()
+
+    def adapt_action(self, observations):
+        """Exploration actions ``[num_envs, act_dim]`` (sampled) and an (empty) aux dict."""
+        self._check_init()
+        return np.asarray(self._explore(self._obs(observations), self._ids), np.float64), {}
+
+    def step(self, timestep) -> None:
+        """Records one vector step (``metaworld.evaluation.Timestep``), closing ended episodes."""
+        self._check_init()
+        obs = self._obs(timestep.observation)
+        done = np.logical_or(timestep.terminated, timestep.truncated)
+        for e in range(self.num_envs):
+            current = self._current[e]
+            current[0].append(obs[e])
+            current[1].append(np.asarray(timestep.action[e], np.float32))
+            current[2].append(float(timestep.reward[e]))
+            if done[e]:
+                self._episodes[e].append(tuple(np.asarray(x, np.float32) for x in current))
+                self._current[e] = ([], [], [])
+
+    def adapt(self) -> None:
+        """One inner step per sub-environment on the episodes recorded since the last adapt."""
+        self._check_init()
+        episodes = self.recorded_episodes()
+        _, self.params = self._adapt_fn(self.params, episodes, self._extra)
+        self.adapt_calls += 1
+        self._start_buffers()
+        self._make_policies()
+
+    def eval_action(self, observations):
+        """Actions of the (adapted) policy: its mean unless ``deterministic_eval=False``."""
+        self._check_init()
+        return np.asarray(self._act(self._obs(observations), self._ids), np.float64)
+
+    def reset(self, env_mask) -> None:
+        """Episode boundaries of the evaluation: nothing to reset (the policy is feed-forward)."""
+
+    # -- helpers --------------------------------------------------------------------------------
+    def recorded_episodes(self):
+        """The completed episodes since the last ``init``/``adapt`` as ``Episodes`` ``[E, N, H]``.
+
+        ``N`` is the smallest number of completed episodes over the sub-environments (each keeps
+        its first ``N``), ``H`` the longest of them; shorter episodes are zero-padded and masked.
+        Raises ``ValueError`` if some sub-environment has no completed episode, or the episodes
+        hold NaN/inf (``check_episodes``).
+        """
+        from metarl_tf.rollouts.episodes import Episodes, check_episodes
+        counts = [len(eps) for eps in self._episodes]
+        if min(counts) < 1:
+            empty = [e for e, c in enumerate(counts) if c < 1]
+            raise ValueError(f"sub-environments {empty} have no completed episode to adapt on; "
+                             "run whole episodes through `step` before `adapt`")
+        n = min(counts)
+        h = max(len(ep[2]) for eps in self._episodes for ep in eps[:n])
+        obs_dim = self._episodes[0][0][0].shape[-1]
+        act_dim = self._episodes[0][0][1].shape[-1]
+        obs = np.zeros((self.num_envs, n, h, obs_dim), np.float32)
+        act = np.zeros((self.num_envs, n, h, act_dim), np.float32)
+        rew = np.zeros((self.num_envs, n, h), np.float32)
+        mask = np.zeros((self.num_envs, n, h), np.float32)
+        for e, eps in enumerate(self._episodes):
+            for i, (o, a, r) in enumerate(eps[:n]):
+                t = len(r)
+                obs[e, i, :t], act[e, i, :t], rew[e, i, :t], mask[e, i, :t] = o, a, r, 1.0
+        episodes = Episodes(obs, act, rew, mask)
+        check_episodes(episodes)
+        return episodes
+
+    def _check_init(self):
+        if self.params is None:
+            raise RuntimeError("MAMLMetaWorldAgent: call init() before acting (Meta-World's "
+                               "metalearning_evaluation does)")
+
+    def _start_buffers(self):
+        self._episodes = [[] for _ in range(self.num_envs)]
+        self._current = [([], [], []) for _ in range(self.num_envs)]
+
+    def _make_policies(self):
+        from metarl_tf.rollouts.sampler import policy_from_params
+        self._ids = np.arange(self.num_envs, dtype=np.int32)
+        noise_seed = int(np.random.SeedSequence([self.seed, self._round, self.adapt_calls])
+                         .generate_state(1)[0] & 0x7FFFFFFF)
+        self._explore = policy_from_params(self.learner.apply_fn, self.params,
+                                           self.learner.distribution, seed=noise_seed)
+        self._act = policy_from_params(self.learner.apply_fn, self.params,
+                                       self.learner.distribution, seed=noise_seed + 1,
+                                       deterministic=self.deterministic_eval)
+
+    def _obs(self, observations):
+        obs = np.asarray(observations, np.float32)
+        if obs.shape[0] != self.num_envs:
+            raise ValueError(f"expected observations for {self.num_envs} sub-environments, got "
+                             f"shape {obs.shape}")
+        return obs
+
+
+def first_episode_success(agent, envs, num_evals: int = 5, adaptation_steps: int = 1,
+                          adaptation_episodes: int = 10):
+    """Meta-World's adaptation protocol, scored on exactly ONE evaluation episode per test goal.
+
+    ``metalearning_evaluation`` counts the first ``evaluation_episodes`` episodes that end, pooled
+    over a task's sub-environments; with terminate-on-success the successful ones end first, so
+    quick solvers can be counted twice and slow failures not at all. This runs the same
+    adaptation (``sample_tasks``, ``init``, ``adaptation_steps`` x ``adaptation_episodes``,
+    ``adapt``) and then one episode per sub-environment (terminate-on-success on, as Meta-World),
+    an episode succeeding if ``info["success"]`` is ever 1.
+
+    Returns:
+      ``(success_rate, per_goal)``: the mean over the ``num_evals * num_envs`` goals and each
+      goal's 0/1 outcome.
+    """
+    envs.call("toggle_sample_tasks_on_reset", False)
+    outcomes = []
+    for _ in range(num_evals):
+        envs.call("toggle_terminate_on_success", False)
+        envs.call("sample_tasks")
+        agent.init()
+        for _ in range(adaptation_steps):
+            obs, _ = envs.reset()
+            elapsed = np.zeros(envs.num_envs, np.int64)
+            while not (elapsed >= adaptation_episodes).all():
+                actions, aux = agent.adapt_action(obs)
+                next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+                from metaworld.evaluation import Timestep
+                agent.step(Timestep(obs, actions, rewards, terminated, truncated, aux))
+                elapsed += np.logical_or(terminated, truncated)
+                obs = next_obs
+            agent.adapt()
+        envs.call("toggle_terminate_on_success", True)
+        obs, _ = envs.reset()
+        agent.reset(np.ones(envs.num_envs, bool))
+        result = np.full(envs.num_envs, -1)
+        while (result < 0).any():
+            obs, _, terminated, truncated, _ = envs.step(agent.eval_action(obs))
+            ended = np.logical_or(terminated, truncated) & (result < 0)
+            result[ended] = np.asarray(terminated)[ended].astype(int)   # terminated = success
+        outcomes.extend(result.tolist())
+    envs.call("toggle_terminate_on_success", False)
+    return float(np.mean(outcomes)), outcomes
