@@ -284,6 +284,16 @@ class RestClient(_Client):
                          body)
         return self.parse_response(doc, signature_name)
 
+    def predict_raw(self, body: str | bytes, signature_name: str = "") -> dict:
+        """POSTs ``body`` as it is (no checks) to the predict route; returns the JSON answer.
+
+        For bodies built elsewhere (e.g. by another language's client); the server's refusal
+        raises ``ServingError`` with its message.
+        """
+        data = body.encode() if isinstance(body, str) else body
+        return self._call("POST", self._model_url() + ":predict",
+                          f"{self.model}:{signature_name or 'raw'}", data)
+
     def parse_response(self, doc: dict, signature_name: str) -> dict[str, np.ndarray]:
         """A predict response (``outputs`` or ``predictions``) -> ``{name: ndarray}``."""
         sig = self.signatures.get(signature_name)

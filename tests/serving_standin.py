@@ -125,6 +125,7 @@ class ServingStandIn:
             entries = {name: (path, "latest", 1) for name, path in models.items()}
         self.models = {name: _Model(name, *entry) for name, entry in entries.items()}
         self.delay_s = delay_s
+        self.num_predicts = 0  # predict calls that reached a model (to show client-side refusals)
         self._grpc = self._http = None
 
     # -- the predict core shared by both front ends --------------------------------------------------
@@ -143,6 +144,7 @@ class ServingStandIn:
 
     def predict(self, name, version, signature_name, inputs: dict, output_filter=()):
         """Runs one signature on numpy inputs; returns ``(version, {output: ndarray})``."""
+        self.num_predicts += 1
         if self.delay_s:
             time.sleep(self.delay_s)
         version, fn, sig = self.signature(name, version, signature_name)
@@ -465,7 +467,10 @@ class _RestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout)
+            self.close_connection = True
 
     def _error(self, err: ServingError):
         self._send(HTTP_STATUS.get(err.code, 500), {"error": err.message})
@@ -508,3 +513,51 @@ class _RestHandler(BaseHTTPRequestHandler):
                  "status": {"error_code": "OK", "error_message": ""}} for v in reversed(versions)]})
         except ServingError as err:
             self._error(err)
+
+
+# -- the exported model kinds the serving tests serve ----------------------------------------------
+def build_exports(base: str, seed: int = 0) -> dict:
+    """Writes one small export of every kind under ``base`` (TF Serving layout) and returns
+    ``{name: {"path", "adapt": inputs, "act": inputs or None, "default": inputs}}``.
+
+    Kinds: the regressor and the Gaussian and categorical policies always; the Q-network
+    (``export.qnetwork``) and the recurrent policy (``export.recurrent``) when those modules exist.
+    """
+    import keras
+
+    from export.layout import write_versioned
+    from export.policy import AdaptablePolicy
+    from metarl_tf import adaptation
+    from metarl_tf.adaptable import AdaptableRegressor
+    from metarl_tf.networks import categorical_mlp_policy, gaussian_mlp_policy
+    from metarl_tf.params import FunctionalModel
+
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    out = {}
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(16, "relu"),
+                              keras.layers.Dense(16, "relu"), keras.layers.Dense(1)])
+    fm = FunctionalModel(model)
+    path = write_versioned(base, "sinusoid", lambda d: AdaptableRegressor(
+        fm, fm.params(), adaptation.SGD(0.01), max_num_steps=20).save(d))
+    xs = rng.uniform(-5, 5, (10, 1)).astype(f32)
+    out["sinusoid"] = {"path": path, "default": {"x": rng.uniform(-5, 5, (4, 1)).astype(f32)},
+                       "adapt": {"support_x": xs, "support_y": np.sin(xs).astype(f32),
+                                 "query_x": rng.uniform(-5, 5, (5, 1)).astype(f32),
+                                 "num_steps": np.int32(5)}, "act": None}
+    for name, policy, actions in (
+            ("gaussian_policy", gaussian_mlp_policy(2, 2, hidden=(16, 16), seed=1),
+             rng.normal(size=(4, 6, 2)).astype(f32)),
+            ("categorical_policy", categorical_mlp_policy(3, 4, hidden=(16,), seed=2),
+             rng.integers(0, 4, (4, 6)).astype(np.int32))):
+        params = [tf.convert_to_tensor(v) for v in policy.trainable_variables]
+        path = write_versioned(base, name, lambda d, p=policy, v=params: AdaptablePolicy(
+            p, v, adaptation.SGD(0.1), max_num_steps=10).save(d))
+        obs_dim = int(policy.inputs[0].shape[-1])
+        out[name] = {"path": path,
+                     "default": {"observation": rng.normal(size=(3, obs_dim)).astype(f32)},
+                     "adapt": {"observations": rng.normal(size=(4, 6, obs_dim)).astype(f32),
+                               "actions": actions, "rewards": rng.normal(size=(4, 6)).astype(f32),
+                               "mask": np.ones((4, 6), f32), "num_steps": np.int32(2)},
+                     "act": {"observation": rng.normal(size=(3, obs_dim)).astype(f32)}}
+    return out
