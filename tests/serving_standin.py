@@ -561,3 +561,15 @@ def build_exports(base: str, seed: int = 0) -> dict:
                                "mask": np.ones((4, 6), f32), "num_steps": np.int32(2)},
                      "act": {"observation": rng.normal(size=(3, obs_dim)).astype(f32)}}
     return out
+
+
+_SHARED: dict = {}
+
+
+def shared_exports(tmp_path_factory) -> tuple[str, dict]:
+    """``(base, build_exports(base))`` built once per test process (the serving test modules share
+    it: writing the SavedModels is the slow part)."""
+    if "exports" not in _SHARED:
+        base = str(tmp_path_factory.mktemp("serving_exports"))
+        _SHARED["exports"] = (base, build_exports(base))
+    return _SHARED["exports"]

@@ -14,13 +14,12 @@ from export.clients import (GrpcClient, RestClient, ServingError, ServingTimeout
                             signatures_from_saved_model)
 from export.layout import write_versioned
 from export.serving_config import serving_config_text, write_serving_config
-from serving_standin import ServingStandIn, build_exports
+from serving_standin import ServingStandIn, shared_exports
 
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("exports"))
-    return base, build_exports(base)
+    return shared_exports(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
