@@ -140,10 +140,28 @@ def categorical_mlp_policy(obs_dim: int, num_actions: int, hidden: Sequence[int]
 
 
 # -- batched evaluation with explicit parameters ----------------------------------------------------
+def _embedding(width: int, total: int, start: int, dtype) -> tf.Tensor:
+    """The constant ``[width, total]`` 0/1 matrix that places ``width`` features at columns
+    ``start .. start + width - 1`` (its transpose selects them back)."""
+    m = np.zeros((width, total), np.float64)
+    m[np.arange(width), start + np.arange(width)] = 1.0
+    return tf.constant(m, dtype)
+
+
 def split_gaussian(output: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """``concat([mean, log_std])`` ``[..., 2a]`` -> ``(mean, log_std)``, each ``[..., a]``."""
+    """``concat([mean, log_std])`` ``[..., 2a]`` -> ``(mean, log_std)``, each ``[..., a]``.
+
+    The halves are taken by products with constant 0/1 selection matrices rather than slices:
+    the values are the same (``x * 1 + y * 0 = x`` for finite ``y``), and unlike a slice --
+    whose gradient under XLA is an ``XlaDynamicUpdateSlice`` that has no gradient itself -- a
+    matmul stays differentiable to any order, which TRPO's KL Hessian products through the inner
+    step need when XLA-compiled.
+    """
     act_dim = output.shape[-1] // 2
-    return output[..., :act_dim], output[..., act_dim:]
+    rows = 2 * act_dim
+    take_mean = tf.transpose(_embedding(act_dim, rows, 0, output.dtype))      # [2a, a]
+    take_std = tf.transpose(_embedding(act_dim, rows, act_dim, output.dtype))
+    return (tf.tensordot(output, take_mean, axes=1), tf.tensordot(output, take_std, axes=1))
 
 
 def gaussian_policy_apply(params: Sequence[tf.Tensor], observations: tf.Tensor,
@@ -174,8 +192,13 @@ def gaussian_policy_apply(params: Sequence[tf.Tensor], observations: tf.Tensor,
         if i < len(layers) - 1:
             h = act(h)
     log_std = tf.maximum(params[-1], math.log(min_std))[:, None, :]   # [T, 1, a]
-    out = tf.concat([h, tf.broadcast_to(log_std, tf.shape(h))], axis=-1)
-    return tf.reshape(out, tf.concat([lead, [2 * h.shape[-1]]], axis=0))
+    # concat([h, log_std]) as products with 0/1 embeddings (exact; XLA-differentiable to any
+    # order, see split_gaussian).
+    a = h.shape[-1]
+    out = (tf.tensordot(h, _embedding(a, 2 * a, 0, h.dtype), axes=1)
+           + tf.tensordot(tf.broadcast_to(log_std, tf.shape(h)), _embedding(a, 2 * a, a, h.dtype),
+                          axes=1))
+    return tf.reshape(out, tf.concat([lead, [2 * a]], axis=0))
 
 
 # NumPy mirrors of Keras activations: the same formula as the TF kernel, in float32. Only these are
