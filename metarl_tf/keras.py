@@ -232,19 +232,31 @@ class MetaModel(keras.Model):
         then one (XLA) function runs ``train_step`` on each in order, as the learner's own loop runs
         its meta-steps: the same steps, callbacks and logs as Keras' loop. With task seeds the
         buffer is ``steps`` pairs of int64 and the sampling runs in that XLA function, so the whole
-        execution is the learner's loop. Used on one replica with static dataset shapes (``fit``
-        records them); otherwise, and for ``train_on_batch``, Keras' loop runs.
+        execution is the learner's loop.
+
+        An infinite dataset is read a whole execution at a time: ``fit`` hands Keras
+        ``x.batch(steps_per_execution)`` (the same elements, in order), and one ``get_next`` fills
+        the buffer. A graph ``get_next`` costs some 50-130 us of CPU however small the element
+        (measured on this machine), which one per meta-step made a sixth of a sinusoid meta-step.
+
+        Used on one replica with static dataset shapes (``fit`` records them); otherwise, and for
+        ``train_on_batch``, Keras' loop runs.
         """
         if self.train_function is not None and not force:
             return self.train_function
         super().make_train_function(force=True)
-        spec = self._train_spec
-        if (self.distribute_strategy.num_replicas_in_sync == 1 and not self.run_eagerly
-                and self.steps_per_execution > 1 and spec is not None
-                and all(s.shape.is_fully_defined() for s in spec.values())):
-            self.train_function = self._fused_train_function(spec, self.steps_per_execution,
+        if self._fuses():
+            self.train_function = self._fused_train_function(self._train_spec,
+                                                             self.steps_per_execution,
                                                              self.train_function)
         return self.train_function
+
+    def _fuses(self) -> bool:
+        """Whether ``fit`` runs the fused train function (see ``make_train_function``)."""
+        spec = self._train_spec
+        return (self.distribute_strategy.num_replicas_in_sync == 1 and not self.run_eagerly
+                and self.steps_per_execution > 1 and spec is not None
+                and all(s.shape.is_fully_defined() for s in spec.values()))
 
     def _fused_train_function(self, spec, steps, keras_function):
         keys = sorted(spec)
@@ -260,9 +272,8 @@ class MetaModel(keras.Model):
         @tf.function
         def fetch_and_run(iterator):
             if self._train_infinite:
-                # Never runs out: ``steps`` plain reads, unrolled (the cheapest per meta-batch).
-                values = [iterator.get_next() for _ in range(steps)]
-                batches = {key: tf.stack([v[key] for v in values]) for key in keys}
+                # Never runs out, and ``fit`` batched it by ``steps``: one read per execution.
+                batches = iterator.get_next()
                 return tf.constant(steps), run_steps(tf.constant(steps), batches)
             # Rows not written (the data ran out) stay zeros and are not run (count says so).
             buffers = {key: tf.TensorArray(spec[key].dtype, size=steps,
@@ -336,6 +347,9 @@ class MetaModel(keras.Model):
                              kwargs.get("validation_steps"), "validation_steps")
         kwargs.setdefault("shuffle", False)
         self._set_monitor_modes(kwargs.get("callbacks"))
+        if self._train_infinite and self._fuses():
+            # One read per execution (see make_train_function): the same elements, in order.
+            x = x.batch(self.steps_per_execution, drop_remainder=True)
         return super().fit(x, y, **kwargs)
 
     def _set_monitor_modes(self, callbacks) -> None:
