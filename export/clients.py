@@ -15,9 +15,11 @@ they work for every export kind::
     grpc_client.predict({"observation": [[0.1, 0.2]]})            # serving_default
 
 The adaptation flow: ``adapt`` returns the task's state (``params`` of a policy, ``z`` of a
-Q-network, an RNN ``state``, or already the query predictions ``y`` of a regressor); the acting
-signature is the one whose inputs include every output of ``adapt`` (``action_with_params``,
-``action_with_z``, ...), and it is called with those outputs plus the observation.
+Q-network, or already the query predictions ``y`` of a regressor); the acting signature is the one
+whose inputs include every output of ``adapt`` (``action_with_params``, ``action_with_z``, ...),
+and it is called with those outputs plus the observation. An RL² export (``get_initial_state`` and
+``action``, no ``adapt``) adapts by carrying its RNN ``state`` through a trial's steps: the trial's
+inputs are given with a leading time axis and fed to ``action`` one step at a time.
 
 Errors: inputs whose dtype does not fit the signature are refused before sending, with a
 ``TypeError`` naming the input; shape ranks and fixed dimensions likewise (``ValueError``). What the
@@ -38,6 +40,7 @@ _PROTO_DTYPES = {"DT_FLOAT": "float32", "DT_DOUBLE": "float64", "DT_INT32": "int
                  "DT_UINT32": "uint32", "DT_UINT64": "uint64", "DT_BOOL": "bool",
                  "DT_STRING": "object"}
 ADAPT = "adapt"
+INITIAL_STATE = "get_initial_state"  # RL² exports: the adaptation is a state the client carries
 DEFAULT = "serving_default"
 
 
@@ -187,6 +190,8 @@ class _Client:
           ``{"adapted": adapt outputs, "signature": acting signature or None, "action": its
           outputs or None}``.
         """
+        if ADAPT not in self.signatures and INITIAL_STATE in self.signatures:
+            return self._adapt_recurrent(adapt_inputs, act_inputs)
         adapted = self.predict(adapt_inputs, ADAPT)
         act = acting_signature(self.signatures, adapted)
         if act is None:
@@ -194,6 +199,32 @@ class _Client:
         if not act_inputs:
             raise ValueError(f"give `act_inputs` for signature `{act}` (inputs "
                              f"{sorted(set(self.signatures[act].inputs) - set(adapted))})")
+        return {"adapted": adapted, "signature": act,
+                "action": self.predict({**act_inputs, **adapted}, act)}
+
+
+    def _adapt_recurrent(self, trial: Mapping, act_inputs: Mapping | None) -> dict:
+        """RL²: adaptation is the state after the trial's steps, fed one by one to ``action``.
+
+        ``trial`` holds the acting signature's inputs (all but ``state``) with a leading time axis,
+        e.g. ``observation [T, B, obs_dim]``, ``prev_action [T, B]``, ``prev_reward [T, B]``,
+        ``done [T, B]``; the state starts at ``get_initial_state(batch_size=B)``.
+        """
+        act = acting_signature(self.signatures, {"state": None})
+        if act is None:
+            raise ValueError(f"{self.model} has `{INITIAL_STATE}` but no signature taking `state`")
+        arrays = {k: np.asarray(v) for k, v in trial.items()}
+        lengths = {k: v.shape[:2] for k, v in arrays.items()}
+        if len(set(lengths.values())) != 1 or any(len(n) < 2 for n in lengths.values()):
+            raise ValueError("a recurrent trial needs every input as [time, batch, ...] with the "
+                             f"same time and batch sizes, got leading shapes {lengths}")
+        steps, batch = next(iter(lengths.values()))
+        state = self.predict({"batch_size": np.int32(batch)}, INITIAL_STATE)["state"]
+        for t in range(steps):
+            state = self.predict({**{k: v[t] for k, v in arrays.items()}, "state": state}, act)["state"]
+        adapted = {"state": state}
+        if not act_inputs:
+            return {"adapted": adapted, "signature": act, "action": None}
         return {"adapted": adapted, "signature": act,
                 "action": self.predict({**act_inputs, **adapted}, act)}
 

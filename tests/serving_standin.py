@@ -560,6 +560,47 @@ def build_exports(base: str, seed: int = 0) -> dict:
                                "actions": actions, "rewards": rng.normal(size=(4, 6)).astype(f32),
                                "mask": np.ones((4, 6), f32), "num_steps": np.int32(2)},
                      "act": {"observation": rng.normal(size=(3, obs_dim)).astype(f32)}}
+    try:  # Meta-DQN's export (H4), when present in this checkout
+        from export.qnetwork import AdaptableQNetwork
+        from metarl_tf.networks.q_network import TaskConditionedQNetwork
+    except ImportError:
+        AdaptableQNetwork = None
+    if AdaptableQNetwork is not None:
+        net = TaskConditionedQNetwork(3, 2, z_dim=4, hidden=(16, 16), seed=3)
+        z_init = rng.normal(size=4).astype(f32) * 0.1
+        path = write_versioned(base, "q_network", lambda d: AdaptableQNetwork(
+            net, [tf.convert_to_tensor(v) for v in net.trainable_variables], z_init,
+            adaptation.PerParameterSGD([tf.fill([4], 0.5)]), discount=0.9, max_num_steps=10).save(d))
+        out["q_network"] = {
+            "path": path, "default": {"observation": rng.normal(size=(3, 3)).astype(f32)},
+            "adapt": {"observations": rng.normal(size=(8, 3)).astype(f32),
+                      "actions": rng.integers(0, 2, 8).astype(np.int32),
+                      "rewards": rng.normal(size=8).astype(f32),
+                      "next_observations": rng.normal(size=(8, 3)).astype(f32),
+                      "dones": (rng.uniform(size=8) < 0.2).astype(f32), "num_steps": np.int32(3)},
+            "act": {"observation": rng.normal(size=(3, 3)).astype(f32)}}
+    try:  # RL²'s export (H3), when present
+        from export.recurrent import AdaptiveRecurrentPolicy
+        from metarl_tf.networks.recurrent import recurrent_policy, rl2_input_dim
+    except ImportError:
+        AdaptiveRecurrentPolicy = None
+    if AdaptiveRecurrentPolicy is not None:
+        policy = recurrent_policy(rl2_input_dim(1, 3), num_actions=3, units=8, seed=4)
+        path = write_versioned(base, "rl2_policy",
+                               lambda d: AdaptiveRecurrentPolicy(policy, obs_dim=1).save(d))
+        steps, batch = 4, 2
+        out["rl2_policy"] = {
+            "path": path, "recurrent": True,
+            "default": None,
+            "adapt": {"observation": np.zeros((steps, batch, 1), f32),
+                      "prev_action": np.concatenate([np.full((1, batch), -1), rng.integers(
+                          0, 3, (steps - 1, batch))]).astype(np.int32),
+                      "prev_reward": rng.normal(size=(steps, batch)).astype(f32),
+                      "done": np.zeros((steps, batch), f32)},
+            "act": {"observation": np.zeros((batch, 1), f32),
+                    "prev_action": rng.integers(0, 3, batch).astype(np.int32),
+                    "prev_reward": rng.normal(size=batch).astype(f32),
+                    "done": np.zeros(batch, f32)}}
     return out
 
 

@@ -105,6 +105,9 @@ def test_clients_equal_the_saved_model_for_every_kind(exports, server, kind):
     for name, ex in built.items():
         c = client(kind, server, name)
         assert set(c.signatures) == set(signatures_from_saved_model(ex["path"]))
+        if ex.get("recurrent"):
+            check_recurrent_flow(c, ex)
+            continue
         got = c.predict(ex["default"])
         want = local(ex["path"], "serving_default", ex["default"])
         assert set(got) == set(want), name
@@ -123,8 +126,26 @@ def test_clients_equal_the_saved_model_for_every_kind(exports, server, kind):
             np.testing.assert_allclose(flow["action"][k], act[k], rtol=1e-6, atol=1e-7)
         # adapting moved the policy: its actions differ from the meta-learned ones
         default = local(ex["path"], "serving_default", ex["act"])
-        key = "action" if "log_std" in act else "logits"
+        key = {"log_std": "action", "logits": "logits", "q_values": "q_values"}[
+            next(k for k in ("log_std", "logits", "q_values") if k in act)]
         assert not np.allclose(act[key], default[key])
+
+
+def check_recurrent_flow(c, ex):
+    """RL²: the client's state after the trial equals stepping the SavedModel by hand."""
+    m = _load(ex["path"])
+    trial = ex["adapt"]
+    state = m.signatures["get_initial_state"](batch_size=tf.constant(trial["done"].shape[1]))["state"]
+    for t in range(trial["done"].shape[0]):
+        state = m.signatures["action"](state=state, **{k: tf.constant(v[t]) for k, v in
+                                                        trial.items()})["state"]
+    flow = c.adapt_then_act(trial, ex["act"])
+    assert flow["signature"] == "action"
+    np.testing.assert_allclose(flow["adapted"]["state"], state.numpy(), rtol=1e-5, atol=1e-6)
+    want = m.signatures["action"](state=state, **{k: tf.constant(v) for k, v in ex["act"].items()})
+    for k in ("logits", "value", "state", "action"):  # sampled_action is a random draw
+        np.testing.assert_allclose(flow["action"][k], want[k].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(state.numpy(), 0.0)  # the trial moved the state off its start
 
 
 def test_acting_signature_is_the_one_that_takes_adapts_outputs(exports):
