@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from export._common import own_rule, rule_metadata, save_with_metadata
 from export.layout import write_versioned
-from metarl_tf import __version__, adaptation
+from metarl_tf import __version__, adaptation, update_rules
 from metarl_tf.algorithms import pg_losses
 from metarl_tf.algorithms.trpo import flatten, unflatten
 from metarl_tf.networks.policies import split_gaussian
@@ -45,7 +45,8 @@ class AdaptablePolicy(tf.Module):
     Args:
       policy: the Keras policy (``gaussian_mlp_policy`` or ``categorical_mlp_policy``); only traced.
       params: meta-learned values of ``policy.trainable_variables``.
-      rule: ``adaptation.SGD`` or ``adaptation.PerParameterSGD`` with the meta-learned rate(s).
+      rule: ``adaptation.SGD``, ``adaptation.PerParameterSGD`` with the meta-learned rate(s), or
+        the meta-policy-gradient ``update_rules.MetaLSTM`` (its weights are copied into the module).
       discount, gae_lambda, normalize_advantages, estimator: the inner objective's settings (the
         learner's config).
       max_num_steps: the largest ``num_steps`` the ``adapt`` signature accepts.
@@ -169,6 +170,8 @@ def adapt_policy(apply_fn, distribution: str, params, episodes: Episodes,
     loss = lambda p: pg_losses.inner_pg_loss(  # noqa: E731
         apply_fn, p, episodes, estimator=settings["estimator"], distribution=distribution,
         advantages=advantages, behaviour_log_probs=behaviour)
+    # The meta-policy-gradient rule reads the episodes' statistics, as in training.
+    rule = update_rules.bind_episodes(rule, episodes.rewards, episodes.mask, advantages)
     return adaptation.adapt(loss, params, rule, num_steps, first_order=True).params
 
 

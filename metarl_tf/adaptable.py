@@ -38,7 +38,7 @@ import os
 
 import tensorflow as tf
 
-from metarl_tf import __version__, adaptation
+from metarl_tf import __version__, adaptation, update_rules
 from metarl_tf.params import FunctionalModel, mse
 
 SIGNATURE_KEYS = ("serving_default", "adapt")
@@ -54,10 +54,15 @@ def own_rule(module: tf.Module, rule: adaptation.UpdateRule) -> adaptation.Updat
         module.inner_rates = [tf.Variable(r, trainable=False, name=f"inner_rate_{i}")
                               for i, r in enumerate(rule.rates)]
         return adaptation.PerParameterSGD(module.inner_rates)
-    raise TypeError(f"`rule` must be SGD or PerParameterSGD, got {type(rule).__name__}")
+    if isinstance(rule, update_rules.MetaLSTM):  # a learned rule carries its own weights
+        return rule.copy_into(module)
+    raise TypeError("`rule` must be SGD, PerParameterSGD or update_rules.MetaLSTM, got "
+                    f"{type(rule).__name__}")
 
 
 def rule_metadata(module: tf.Module) -> dict:
+    if hasattr(module, "rule_weights"):
+        return update_rules.weights_metadata(module.rule_weights)
     if hasattr(module, "inner_rates"):
         return {"inner_rule": "per_parameter_sgd"}
     return {"inner_rule": "sgd", "inner_lr": float(module.inner_lr.numpy())}
@@ -81,7 +86,8 @@ class AdaptableRegressor(tf.Module):
     Args:
       fmodel: the network (only traced; the export keeps its own copies of the values).
       params: meta-learned parameter values, ordered like ``fmodel.variables``.
-      rule: ``adaptation.SGD`` or ``adaptation.PerParameterSGD`` with the meta-learned rate(s).
+      rule: ``adaptation.SGD``, ``adaptation.PerParameterSGD`` with the meta-learned rate(s), or a
+        learned ``update_rules.MetaLSTM`` (its weights become variables of the SavedModel).
       max_num_steps: the largest ``num_steps`` the ``adapt`` signature accepts. Meta-SGD's rates
         are learned for the number of steps it was trained with (often 1) and can be large
         (|alpha| of 2-4 on sinusoids): many more steps than that may diverge to inf/NaN.

@@ -15,6 +15,12 @@ The update, for every parameter tensor ``theta`` and step ``i``::
     g_i        = d loss_support(theta_i) / d theta_i      (stop_gradient(g_i) when first order)
     theta_i+1  = theta_i - alpha * g_i                     (SGD; alpha a scalar)
     theta_i+1  = theta_i - alpha (*) g_i                   (Meta-SGD; alpha per parameter, (*) = elementwise)
+    theta_i+1, s_i+1 = rule(theta_i, g_i, s_i, L_i)        (learned rules, e.g. the Meta-LSTM in
+                                                            ``metarl_tf.update_rules``; state s_0
+                                                            from ``rule.init_state`` per adaptation)
+
+In first-order mode the loss ``L_i`` handed to a rule is a constant too (as the gradients), which is
+what the Meta-LSTM papers do; the rule's own weights still get the meta-gradient through its output.
 """
 from __future__ import annotations
 
@@ -76,11 +82,14 @@ class Adapted(NamedTuple):
       params: adapted, task-batched parameters.
       state: the update rule's final state.
       support_loss: ``[T]`` support loss before the first step (None when no step was taken).
+      trajectory: with ``keep_trajectory=True`` (unrolled loop only), the parameters after every
+        step, ``[theta_1, ..., theta_K]``; otherwise None.
     """
 
     params: list
     state: object
     support_loss: tf.Tensor | None
+    trajectory: list | None = None
 
 
 def inner_step(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRule, state,
@@ -96,14 +105,17 @@ def inner_step(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRul
         loss = task_loss(params)
         total = tf.reduce_sum(loss)
     grads = tape.gradient(total, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    rule_loss = loss
     if first_order:
         grads = [tf.stop_gradient(g) for g in grads]
-    new_params, new_state = rule.update(params, grads, state, loss)
+        rule_loss = tf.stop_gradient(loss)
+    new_params, new_state = rule.update(params, grads, state, rule_loss)
     return list(new_params), new_state, loss
 
 
 def adapt(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRule,
-          num_steps: int | tf.Tensor, first_order: bool = False) -> Adapted:
+          num_steps: int | tf.Tensor, first_order: bool = False,
+          keep_trajectory: bool = False) -> Adapted:
     """Runs ``num_steps`` inner updates from ``params`` (task-batched).
 
     Args:
@@ -114,6 +126,8 @@ def adapt(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRule,
         int32 tensor runs a ``tf.while_loop`` whose trip count is decided at run time (what an
         exported signature uses).
       first_order: stop the gradient through the inner gradients (FOMAML).
+      keep_trajectory: also return the parameters after every step (``Adapted.trajectory``), e.g.
+        for a meta-loss summed over the steps (Andrychowicz et al. 2016); needs an int ``num_steps``.
 
     Returns:
       An ``Adapted`` tuple.
@@ -124,12 +138,16 @@ def adapt(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRule,
         if num_steps < 0:
             raise ValueError(f"`num_steps` must be >= 0, got {num_steps}")
         first_loss = None
+        trajectory = []
         for i in range(num_steps):
             params, state, loss = inner_step(task_loss, params, rule, state, first_order)
+            trajectory.append(params)
             if i == 0:
                 first_loss = loss
-        return Adapted(params, state, first_loss)
+        return Adapted(params, state, first_loss, trajectory if keep_trajectory else None)
 
+    if keep_trajectory:
+        raise ValueError("`keep_trajectory` needs a Python int `num_steps` (the unrolled loop)")
     num_steps = tf.convert_to_tensor(num_steps, tf.int32)
 
     def body(i, params, state, first_loss):

@@ -34,7 +34,10 @@ ALGORITHMS = {
     "reptile": (ReptileConfig, ReptileLearner, {}, "supervised"),
     "maml-trpo": (MAMLRLConfig, MAMLRLLearner, {"outer": "trpo"}, "rl"),
     "maml-promp": (MAMLRLConfig, MAMLRLLearner, {"outer": "promp"}, "rl"),
-    "metasgd-rl": (MAMLRLConfig, MetaSGDRLLearner, {}, "rl"),
+    "metasgd-rl": (MAMLRLConfig, MetaSGDRLLearner, {"update_rule": "metasgd"}, "rl"),
+    # learned update rules (metarl_tf.update_rules): the Meta-LSTM, and the meta-policy gradient
+    "metalstm": (MAMLConfig, MAMLLearner, {"update_rule": "meta_lstm"}, "supervised"),
+    "metapg": (MAMLRLConfig, MAMLRLLearner, {"update_rule": "meta_lstm"}, "rl"),
     "reptile-rl": (ReptileRLConfig, ReptileRLLearner, {}, "rl"),
 }
 # name -> (attribute of metarl_tf.tasks, kind); MuJoCo / Meta-World families load on first use.
@@ -155,6 +158,7 @@ class ExperimentConfig:
         names = {f.name for f in dataclasses.fields(new_cls)}
         keep = {k: v for k, v in old.items() if k in names and (same_family or k in SHARED_FIELDS)}
         keep.pop("first_order", None)
+        keep.pop("update_rule", None)  # a rule belongs to its algorithm (metasgd, metalstm)
         return dataclasses.replace(self, algorithm=algorithm, algorithm_config=keep)
 
     def with_shots(self, shots: int) -> "ExperimentConfig":

@@ -17,7 +17,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from metarl_tf import adaptation, evaluation
+from metarl_tf import adaptation, evaluation, update_rules
 from metarl_tf._checks import check_bool, check_float, check_int
 from metarl_tf.core import RegressionTaskDistribution
 from metarl_tf.params import FunctionalModel, mse
@@ -37,6 +37,12 @@ class MAMLConfig:
     meta_lr: float = 1e-3  # Adam learning rate of the outer loop.
     jit_compile: bool = True  # Compile the meta-step with XLA (changes the sampled task stream).
     steps_per_execution: int = 50  # Meta-steps per compiled call (amortises dispatch).
+    update_rule: str = "sgd"  # Inner rule, one of update_rules.RULES: "sgd" (MAML), "metasgd"
+    # (learned per-parameter rates, all starting at inner_lr), "meta_lstm" (the learned Meta-LSTM
+    # rule of Ravi & Larochelle 2017; its input gate starts at rate inner_lr).
+    rule_hidden_size: int = 20  # Meta-LSTM: hidden units of the coordinate-wise LSTM (R&L: 20).
+    query_every_step: bool = False  # Meta-loss = mean query loss after each of the inner steps
+    # (Andrychowicz et al. 2016's sum over steps, w_t = 1) instead of after the last one (MAML).
 
     def __post_init__(self):
         for name in ("meta_batch_size", "num_support", "num_query", "steps_per_execution"):
@@ -46,6 +52,12 @@ class MAMLConfig:
         check_float(self, "meta_lr")
         check_bool(self, "first_order")
         check_bool(self, "jit_compile")
+        update_rules.check_rule(self, "update_rule")
+        update_rules.check_hidden_size(self, "rule_hidden_size")
+        check_bool(self, "query_every_step")
+        if self.update_rule == "meta_lstm" and self.inner_lr >= 1.0:
+            raise ValueError("`inner_lr` must be < 1 with update_rule='meta_lstm' (it is the "
+                             f"initial value of a sigmoid input gate), got {self.inner_lr!r}")
 
 
 class MAMLLearner:
@@ -108,8 +120,11 @@ class MAMLLearner:
 
     # -- what subclasses vary -------------------------------------------------------------------
     def _make_extra_variables(self, seed: int) -> None:
-        """Meta-parameters beyond the network's (Meta-SGD adds its rates here)."""
-        self.extra_variables: list[tf.Variable] = []
+        """Meta-parameters beyond the network's: the update rule's (``config.update_rule``)."""
+        cfg = self.config
+        self.extra_variables: list[tf.Variable] = update_rules.rule_variables(
+            getattr(cfg, "update_rule", "sgd"), self.fmodel.variables, cfg.inner_lr,
+            getattr(cfg, "rule_hidden_size", 20), seed=seed)
 
     def _make_optimizer(self, optimizer):
         optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(self.config.meta_lr)
@@ -118,7 +133,8 @@ class MAMLLearner:
 
     def update_rule(self) -> adaptation.UpdateRule:
         """The inner-loop update rule with the current meta-parameters."""
-        return adaptation.SGD(self.config.inner_lr)
+        return update_rules.make_rule(getattr(self.config, "update_rule", "sgd"),
+                                      self.config.inner_lr, self.extra_variables)
 
     def grads(self, batch, scale=1.0):
         """``(query_loss, support_loss, grads)`` for a batch: what ``apply`` turns into an update.
@@ -148,9 +164,14 @@ class MAMLLearner:
         cfg = self.config
         params = self.fmodel.tile(self.fmodel.variables, tf.shape(batch.support_x)[0])
         support_loss = lambda p: mse(self.fmodel.apply_batched(p, batch.support_x), batch.support_y)
+        every = cfg.query_every_step and cfg.inner_steps > 0
         adapted = adaptation.adapt(support_loss, params, self.update_rule(), cfg.inner_steps,
-                                   first_order=cfg.first_order)
-        query_loss = mse(self.fmodel.apply_batched(adapted.params, batch.query_x), batch.query_y)
+                                   first_order=cfg.first_order, keep_trajectory=every)
+        if every:
+            query_loss = tf.add_n([mse(self.fmodel.apply_batched(p, batch.query_x), batch.query_y)
+                                   for p in adapted.trajectory]) / len(adapted.trajectory)
+        else:
+            query_loss = mse(self.fmodel.apply_batched(adapted.params, batch.query_x), batch.query_y)
         pre = adapted.support_loss if adapted.support_loss is not None else support_loss(params)
         return tf.reduce_mean(query_loss), tf.reduce_mean(pre)
 

@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from metarl_tf import adaptation
+from metarl_tf import adaptation, update_rules
 from metarl_tf.algorithms import pg_losses
 from metarl_tf.algorithms import trpo as trpo_lib
 from metarl_tf._checks import check_bool, check_float, check_int
@@ -95,9 +95,15 @@ class MAMLRLConfig:
     promp_steps: int = 5  # ProMP optimisation steps per meta-batch (num_promp_steps).
     promp_lr: float = 1e-3  # Adam learning rate of ProMP's outer steps.
     jit_compile: bool = False  # XLA-compile the compiled steps (measured: see the benchmark doc).
+    update_rule: str = "sgd"  # Inner rule (update_rules.RULES): "sgd", "metasgd" (rates start at
+    # inner_lr) or "meta_lstm" (the meta-policy-gradient rule: the Meta-LSTM reading the PG
+    # gradient, the inner loss and the episodes' return/advantage statistics).
+    rule_hidden_size: int = 20  # Meta-LSTM hidden units (R&L: 20).
 
     def __post_init__(self):
         _check_choice(self, "outer", OUTERS)
+        update_rules.check_rule(self, "update_rule")
+        update_rules.check_hidden_size(self, "rule_hidden_size")
         _check_choice(self, "estimator", pg_losses.ESTIMATORS)
         _check_choice(self, "trpo_hvp", ("gauss_newton", "exact"))
         for name in ("meta_batch_size", "episodes_per_task", "horizon", "cg_iters",
@@ -270,12 +276,18 @@ class MAMLRLLearner:
 
     # -- what subclasses vary ---------------------------------------------------------------------
     def _make_extra_variables(self) -> None:
-        """Meta-parameters beyond the policy's (Meta-SGD-RL adds its rates here)."""
-        self.extra_variables: list[tf.Variable] = []
+        """Meta-parameters beyond the policy's: the update rule's (``config.update_rule``)."""
+        cfg = self.config
+        name = getattr(cfg, "update_rule", "sgd")
+        self.extra_variables: list[tf.Variable] = update_rules.rule_variables(
+            name, self.fmodel.variables, cfg.inner_lr, getattr(cfg, "rule_hidden_size", 20),
+            num_context=update_rules.NUM_EPISODE_FEATURES if name == "meta_lstm" else 0,
+            seed=self.seed)
 
     def _rule(self, extra: Sequence[tf.Tensor]) -> adaptation.UpdateRule:
         """The inner update rule given the extra meta-parameters (none for plain MAML)."""
-        return adaptation.SGD(self.config.inner_lr)
+        return update_rules.make_rule(getattr(self.config, "update_rule", "sgd"),
+                                      self.config.inner_lr, extra)
 
     def _make_outer_state(self) -> None:
         cfg = self.config
@@ -361,7 +373,9 @@ class MAMLRLLearner:
     def _inner_update(self, params, batch: Batch, extra, first_order: bool) -> list:
         """One inner step on ``batch`` from ``params`` (``adaptation.adapt``, ``num_steps=1``)."""
         loss = lambda p: self.inner_loss(p, batch)  # noqa: E731
-        return adaptation.adapt(loss, params, self._rule(extra), 1, first_order=first_order).params
+        rule = update_rules.bind_episodes(self._rule(extra), batch.episodes.rewards,
+                                          batch.episodes.mask, batch.advantages)
+        return adaptation.adapt(loss, params, rule, 1, first_order=first_order).params
 
     def _prepare_and_adapt(self, params, episodes, extra):
         batch = self._prepare(params, episodes)

@@ -24,9 +24,14 @@ class MetaSGDConfig(MAMLConfig):
     """Meta-SGD settings: MAML's, plus the range the per-parameter rates start in."""
 
     rate_init_range: tuple[float, float] = (0.005, 0.1)  # U[low, high] initial rates.
+    update_rule: str = "metasgd"  # Always "metasgd" (for other rules use MAMLConfig).
 
     def __post_init__(self):
         super().__post_init__()
+        if self.update_rule != "metasgd":
+            raise ValueError("`update_rule` of a MetaSGDConfig must be 'metasgd' (Meta-SGD learns "
+                             f"per-parameter rates); got {self.update_rule!r}: for other rules "
+                             "use MAMLConfig")
         try:
             low, high = (float(v) for v in self.rate_init_range)
             ok = math.isfinite(low) and math.isfinite(high) and 0.0 <= low <= high

@@ -1,0 +1,187 @@
+"""Learned update rules vs SGD: the Meta-LSTM on sinusoids, the meta-policy-gradient rule on PointNav.
+
+usage:
+    python benchmarks/learned_rules.py [--part sinusoid|pointnav|all] [--sin-steps 3000]
+        [--rl-iterations 30] [--hidden 8] [--eval-tasks 600] [--eval-episodes 20] [--seed 0]
+
+Sinusoid (K=10). Two learners meta-trained in this process for the same number of meta-steps on the
+same task stream (seed), then scored on the same 600 held-out tasks (100 query points each):
+
+* ``maml``: the ``maml-sinusoid`` preset (MAML paper 5.1: one second-order SGD step at 0.01,
+  meta-batch 25, Adam 1e-3, 1-40-40-1 ReLU);
+* ``meta_lstm``: the ``metalstm-sinusoid`` preset (``update_rule="meta_lstm"``, 5 first-order
+  inner steps, the meta-loss summed over the 5 steps, the input gate starting at rate 0.01), with
+  ``--hidden`` LSTM units.
+
+Both are evaluated after 0..10 inner steps with their own rule; the target compares the query MSE
+after 1 and after 5 steps. Cost per meta-step: seconds per meta-step of each (after compilation, in
+this process), and the ratio to MAML's; also to SGD with the same 5 inner steps, which isolates
+the rule's own cost from the extra steps.
+
+PointNav. MAML-TRPO (``MAMLRLConfig()``: 20 goals x 20 episodes, one inner step, TRPO max KL 0.01;
+policy (64, 64) tanh as ``benchmarks/maml_rl_pointnav.py``) and the meta-policy-gradient rule
+(the same config with ``update_rule="meta_lstm"``) meta-trained for ``--rl-iterations``
+iterations each, then evaluated on the 40 meta-test goals of cbfinn/maml_rl (20 episodes per step):
+``gap_closed = (post_1_step - pre) / (oracle - pre)``.
+
+One line per result, ``key=value``; ``#`` lines are progress. One TF thread each side.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+from metarl_tf.algorithms import MAMLConfig, MAMLLearner  # noqa: E402
+from metarl_tf.algorithms.maml_rl import MAMLRLConfig, MAMLRLLearner  # noqa: E402
+from metarl_tf.networks import gaussian_mlp_policy, mlp  # noqa: E402
+from metarl_tf.tasks import PointNavTasks, SinusoidTasks  # noqa: E402
+
+MAML_SINUSOID = dict(meta_batch_size=25, num_support=10, num_query=10, inner_steps=1,
+                     inner_lr=0.01, meta_lr=1e-3, first_order=False)
+META_LSTM_SINUSOID = dict(meta_batch_size=25, num_support=10, num_query=10, inner_steps=5,
+                          inner_lr=0.01, meta_lr=1e-3, first_order=True, update_rule="meta_lstm",
+                          query_every_step=True)
+
+
+def fmt(x):
+    return f"{x:.5g}" if isinstance(x, float) else str(x)
+
+
+def line(**kv):
+    print(" ".join(f"{k}={fmt(v)}" for k, v in kv.items()), flush=True)
+
+
+def seconds_per_step(learner, steps: int) -> float:
+    learner.train(min(steps, learner.config.steps_per_execution))  # compile
+    start = time.perf_counter()
+    learner.train(steps)
+    return (time.perf_counter() - start) / steps
+
+
+def train_supervised(learner, steps, label):
+    start = time.perf_counter()
+    chunk = max(steps // 10, 1)
+    done = 0
+    while done < steps:
+        n = min(chunk, steps - done)
+        m = learner.train(n)
+        done += n
+        print(f"# {label} step={done} query_loss={m['query_loss']:.4f} "
+              f"elapsed_s={time.perf_counter() - start:.0f}", flush=True)
+    return time.perf_counter() - start
+
+
+def sinusoid(args):
+    tasks = SinusoidTasks()
+    spe = 50
+    configs = {
+        "maml": MAMLConfig(**MAML_SINUSOID, steps_per_execution=spe),
+        "meta_lstm": MAMLConfig(**{**META_LSTM_SINUSOID, "first_order": not args.second_order},
+                                rule_hidden_size=args.hidden, steps_per_execution=spe),
+    }
+    for name, cfg in configs.items():
+        line(algo=name, config=repr(dataclasses.asdict(cfg)).replace(" ", ""))
+    results = {}
+    for name, cfg in configs.items():
+        learner = MAMLLearner(mlp(1, 1, (40, 40), seed=args.seed), tasks, cfg, seed=args.seed)
+        seconds = train_supervised(learner, args.sin_steps, name)
+        curve = learner.evaluate(num_tasks=args.eval_tasks, num_query=100, num_steps=10,
+                                 seed=args.seed)
+        results[name] = curve
+        mse, ci = curve["mse"], curve["ci95"]
+        line(algo=name, shots=10, meta_steps=args.sin_steps, train_seconds=round(seconds, 1),
+             mse_before=mse[0], mse_after_1_step=mse[1], mse_after_5_steps=mse[5],
+             mse_after_10_steps=mse[10], ci95_after_1_step=ci[1], ci95_after_5_steps=ci[5],
+             eval_tasks=args.eval_tasks)
+    # Cost per meta-step, measured back to back on fresh learners (compile excluded).
+    cost = {}
+    for name, cfg in [*configs.items(),
+                      ("sgd_5_steps", dataclasses.replace(configs["maml"], inner_steps=5,
+                                                          first_order=True,
+                                                          query_every_step=True))]:
+        learner = MAMLLearner(mlp(1, 1, (40, 40), seed=1), tasks, cfg, seed=1)
+        cost[name] = seconds_per_step(learner, args.cost_steps)
+    line(cost="sinusoid_meta_step", maml_s=round(cost["maml"], 5),
+         sgd_5_steps_s=round(cost["sgd_5_steps"], 5), meta_lstm_s=round(cost["meta_lstm"], 5),
+         meta_lstm_vs_maml=round(cost["meta_lstm"] / cost["maml"], 1),
+         meta_lstm_vs_sgd_same_steps=round(cost["meta_lstm"] / cost["sgd_5_steps"], 1))
+    ok = [results["meta_lstm"]["mse"][k] < results["maml"]["mse"][k] for k in (1, 5)]
+    return ok
+
+
+def rl_policy(seed):
+    return gaussian_mlp_policy(2, 2, hidden=(64, 64), activation="tanh", seed=seed)
+
+
+def pointnav(args):
+    tasks = PointNavTasks()
+    goals = tasks.maml_test_goals(40)
+    configs = {"maml_trpo": MAMLRLConfig(),
+               "meta_pg": MAMLRLConfig(update_rule="meta_lstm", rule_hidden_size=args.hidden)}
+    for name, cfg in configs.items():
+        line(algo=name, config=repr(dataclasses.asdict(cfg)).replace(" ", ""))
+    gaps, per_iter = {}, {}
+    for name, cfg in configs.items():
+        learner = MAMLRLLearner(rl_policy(args.seed), tasks, cfg, seed=args.seed)
+        learner.train(1)  # compile (counted as one of the iterations)
+        start = time.perf_counter()
+        for i in range(2, args.rl_iterations + 1):
+            m = learner.train(1)
+            if i % 5 == 0 or i == args.rl_iterations:
+                print(f"# {name} iteration={i} pre_return={m['pre_return']:.2f} "
+                      f"post_return={m['post_return']:.2f} kl={m['kl']:.4f} "
+                      f"elapsed_s={time.perf_counter() - start:.0f}", flush=True)
+        per_iter[name] = (time.perf_counter() - start) / max(args.rl_iterations - 1, 1)
+        curve = learner.evaluate(tasks=goals, num_steps=3, episodes_per_task=args.eval_episodes,
+                                 seed=args.seed)
+        r = curve["returns"]
+        gap = (r[1] - r[0]) / (curve["oracle_return"] - r[0])
+        gaps[name] = gap
+        line(algo=name, meta_iterations=args.rl_iterations, seconds_per_iteration=round(
+            per_iter[name], 2), pre_return=r[0], post_1_step_return=r[1],
+             post_2_steps_return=r[2], post_3_steps_return=r[3],
+             oracle_return=curve["oracle_return"], gap_closed=gap, ci95_pre=curve["ci95"][0],
+             ci95_post_1_step=curve["ci95"][1])
+    line(cost="pointnav_meta_iteration", maml_trpo_s=round(per_iter["maml_trpo"], 2),
+         meta_pg_s=round(per_iter["meta_pg"], 2),
+         meta_pg_vs_maml_trpo=round(per_iter["meta_pg"] / per_iter["maml_trpo"], 2))
+    return gaps["meta_pg"] > gaps["maml_trpo"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=("sinusoid", "pointnav", "all"), default="all")
+    parser.add_argument("--sin-steps", type=int, default=3000)
+    parser.add_argument("--cost-steps", type=int, default=100)
+    parser.add_argument("--rl-iterations", type=int, default=30)
+    parser.add_argument("--hidden", type=int, default=8)
+    parser.add_argument("--eval-tasks", type=int, default=600)
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--second-order", action="store_true",
+                        help="meta-train the Meta-LSTM second order (through the update's g)")
+    args = parser.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    line(tensorflow=tf.__version__, threads=1, hidden=args.hidden, seed=args.seed,
+         meta_lstm_second_order=args.second_order,
+         note="machine_shared_with_other_jobs_timings_indicative_ratios_same_process")
+    verdict = lambda ok: "met" if ok else "missed"  # noqa: E731
+    targets = []
+    if args.part in ("sinusoid", "all"):
+        one, five = sinusoid(args)
+        targets += [f"sinusoid_k10_beats_maml_after_1_step {verdict(one)}",
+                    f"sinusoid_k10_beats_maml_after_5_steps {verdict(five)}"]
+    if args.part in ("pointnav", "all"):
+        targets.append(f"pointnav_gap_closed_beats_maml_trpo {verdict(pointnav(args))}")
+    print("targets: " + "; ".join(targets), flush=True)
+
+
+if __name__ == "__main__":
+    main()
