@@ -411,9 +411,11 @@ def q_z_grad(weights, activations, z, obs, actions, rewards, next_obs, dones, di
 class q_network_module(_Module):  # noqa: N801
     """Meta-DQN's task-conditioned Q-network with an on-device z-adaptation.
 
-    The network is ``metarl_tf.networks.q_network.TaskConditionedQNetwork``'s layout (see
-    ``/work/notes``-agreed API): ``concat(observation, z) -> Dense(h, act)... -> Dense(num_actions)``,
-    ``params = [W_0 [obs_dim + z_dim, h_1], b_0, ..., W_out, b_out]``.
+    The network is ``metarl_tf.networks.q_network.TaskConditionedQNetwork``'s layout:
+    ``concat(observation, z) -> Dense(h, act)... -> Dense(num_actions)``, ``params = [W_0
+    [obs_dim + z_dim, h_1], b_0, ..., W_out, b_out]`` (rows ``obs_dim..`` of ``W_0`` multiply z).
+    The TD target bootstraps from the same network and z (no target network on a device), as
+    ``metarl_tf.algorithms.meta_dqn.inner_td_loss`` does; tested equal to ``export.qnetwork``.
 
     Args:
       params: the network's weights in that order.
@@ -541,12 +543,6 @@ def _interpreter(data_or_path):
         kwargs = ({"model_path": data_or_path} if isinstance(data_or_path, str)
                   else {"model_content": data_or_path})
         return tf.lite.Interpreter(**kwargs)
-
-
-def op_names(path_or_data) -> set[str]:
-    """The TFLite builtin op names a converted model uses (e.g. ``{"FULLY_CONNECTED", "WHILE"}``)."""
-    interp = _interpreter(path_or_data)
-    return {d["op_name"] for d in interp._get_ops_details()}
 
 
 class TFLiteModel:
