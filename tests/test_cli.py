@@ -100,6 +100,10 @@ TINY = {
                    "--set", "eval_query=5"],
     "rl": ["--steps", "1", "--set", "algorithm_config.meta_batch_size=2",
            "--set", "algorithm_config.episodes_per_task=2", "--set", "algorithm_config.horizon=5"],
+    "dqn": ["--steps", "2"] + [x for kv in (
+        "num_train_tasks=2", "meta_batch_size=2", "support_size=8", "random_buffer_size=8",
+        "query_batch_size=4", "replay_capacity=16", "prefill_steps=4", "steps_per_execution=2",
+        "eval_episodes=1", "jit_compile=false") for x in ("--set", f"algorithm_config.{kv}")],
 }
 out = {}
 for name in list_presets():

@@ -21,7 +21,9 @@ from metarl_tf.algorithms import (MAMLConfig, MAMLLearner, MetaSGDConfig, MetaSG
                                   ReptileConfig, ReptileLearner)
 from metarl_tf.algorithms.maml_rl import (MAMLRLConfig, MAMLRLLearner, MetaSGDRLLearner,
                                           ReptileRLConfig, ReptileRLLearner)
+from metarl_tf.algorithms.meta_dqn import MetaDQNConfig, MetaDQNLearner
 from metarl_tf.networks import gaussian_mlp_policy, mlp
+from metarl_tf.networks.q_network import TaskConditionedQNetwork
 from metarl_tf.networks.mlp import check_mlp_args
 
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "configs")
@@ -39,6 +41,10 @@ ALGORITHMS = {
     "metalstm": (MAMLConfig, MAMLLearner, {"update_rule": "meta_lstm"}, "supervised"),
     "metapg": (MAMLRLConfig, MAMLRLLearner, {"update_rule": "meta_lstm"}, "rl"),
     "reptile-rl": (ReptileRLConfig, ReptileRLLearner, {}, "rl"),
+    "meta-dqn": (MetaDQNConfig, MetaDQNLearner, {}, "dqn"),
+    # the fine-tuning baseline: a task-agnostic DQN on all train tasks, fine-tuned whole at test
+    "finetune-dqn": (MetaDQNConfig, MetaDQNLearner,
+                     {"inner_steps": 0, "eval_adaptation": "finetune"}, "dqn"),
 }
 # name -> (attribute of metarl_tf.tasks, kind); MuJoCo / Meta-World families load on first use.
 TASKS = {
@@ -47,6 +53,9 @@ TASKS = {
     "halfcheetah-vel": ("HalfCheetahVelTasks", "rl"),
     "halfcheetah-dir": ("HalfCheetahDirTasks", "rl"),
     "ant-dir": ("AntDirTasks", "rl"),
+    "cartpole-dir": ("CartPoleDirTasks", "dqn"),
+    "gridworld": ("GridWorldTasks", "dqn"),
+    "mountaincar-lr": ("MountainCarLRTasks", "dqn"),
 }
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 # kind -> builder(config, tasks, strategy) -> learner, for kinds beyond "supervised" and "rl" (RL²,
@@ -58,6 +67,7 @@ LEARNER_BUILDERS: dict = {}
 EXPORTERS = {
     "supervised": "export.saved_model:export_learner",
     "rl": "export.policy:export_policy_learner",
+    "dqn": "export.qnetwork:export_qnetwork_learner",
 }
 # Fields every supervised algorithm config has; they carry over when --algo switches algorithm.
 SHARED_FIELDS = ("meta_batch_size", "num_support", "num_query", "jit_compile", "steps_per_execution")
@@ -295,3 +305,18 @@ def build_learner(config: ExperimentConfig, strategy: tf.distribute.Strategy | N
         model = mlp(tasks.input_dim, tasks.output_dim, net.hidden, net.activation, net.init,
                     seed=config.seed)
     return learner_cls(model, tasks, config.algorithm_config, seed=config.seed, strategy=strategy)
+
+
+def _build_dqn_learner(config: ExperimentConfig, tasks, strategy=None):
+    """Meta-DQN / fine-tuning baseline: a TaskConditionedQNetwork sized by the task family."""
+    if strategy is not None:
+        raise ValueError("`distribute` applies to the supervised learners only; Meta-DQN runs on "
+                         "one device (set distribute: none)")
+    net = config.network
+    network = TaskConditionedQNetwork(tasks.obs_dim, tasks.num_actions,
+                                      config.algorithm_config.z_dim, net.hidden, net.activation,
+                                      seed=config.seed)
+    return MetaDQNLearner(network, tasks, config.algorithm_config, seed=config.seed)
+
+
+LEARNER_BUILDERS["dqn"] = _build_dqn_learner

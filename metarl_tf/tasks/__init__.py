@@ -15,6 +15,9 @@ import gymnasium
 
 from metarl_tf.tasks.pointnav import (PointNavEnv, PointNavState, PointNavTasks, PointNavTF)
 from metarl_tf.tasks.regression import (SinusoidTasks, sample_task_batch, task_batch_from_params)
+from metarl_tf.tasks.cartpole import CartPoleDirEnv, CartPoleDirTasks, CartPoleTF
+from metarl_tf.tasks.gridworld import GridWorldEnv, GridWorldTasks, GridWorldTF
+from metarl_tf.tasks.mountaincar import MountainCarLREnv, MountainCarLRTasks, MountainCarTF
 
 # id -> (entry point, max_episode_steps, kwargs): the optional families (horizons: MAML-RL's 200
 # steps for the locomotion tasks, Meta-World's max_path_length 500).
@@ -53,6 +56,16 @@ def __getattr__(name):
 
 register_optional_envs()
 
+# The discrete-action families of Meta-DQN (horizons: CartPole-v0's 200, MountainCar-v0's 200).
+for _id, _entry, _steps in (("metarl_tf/CartPoleDir-v0", "metarl_tf.tasks.cartpole:CartPoleDirEnv", 200),
+                            ("metarl_tf/GridWorld-v0", "metarl_tf.tasks.gridworld:GridWorldEnv", 20),
+                            ("metarl_tf/MountainCarLR-v0",
+                             "metarl_tf.tasks.mountaincar:MountainCarLREnv", 200)):
+    if _id not in gymnasium.registry:
+        gymnasium.register(id=_id, entry_point=_entry, max_episode_steps=_steps)
+
 __all__ = ["SinusoidTasks", "sample_task_batch", "task_batch_from_params", "PointNavEnv",
-           "PointNavState", "PointNavTasks", "PointNavTF", "register_optional_envs"]
+           "PointNavState", "PointNavTasks", "PointNavTF", "register_optional_envs",
+           "CartPoleDirEnv", "CartPoleDirTasks", "CartPoleTF", "GridWorldEnv", "GridWorldTasks",
+           "GridWorldTF", "MountainCarLREnv", "MountainCarLRTasks", "MountainCarTF"]
 # (the lazy names stay out of __all__, so that `import *` does not need MuJoCo or Meta-World)

@@ -1,0 +1,147 @@
+"""Meta-DQN benchmark (issue 8): CartPoleDir and GridWorld, key=value lines.
+
+Parts (each writes its full output, command and date to docs/benchmarks/<file>.txt):
+
+  --part cartpole-scratch   per-task double DQNs trained from scratch for --scratch-steps env
+                            steps on the first --scratch-tasks held-out CartPoleDir variants
+                            (batched over tasks); their returns are saved to
+                            docs/benchmarks/meta_dqn_cartpole_scratch.json for the next part
+  --part cartpole           meta-DQN, the task-agnostic DQN (same learner, inner_steps 0) and
+                            fine-tuning, on the same held-out variants (same seed), after 200
+                            random-policy transitions per task; prints the five returns
+  --part gridworld          meta-DQN on the 5x5 grid-world; success on the 5 held-out goals
+  --part speed              env-steps/s of meta-training and latency of the exported adapt
+
+Usage:
+  nice -n 5 .venv/bin/python benchmarks/meta_dqn.py --part gridworld
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from metarl_tf.algorithms.meta_dqn import (MetaDQNConfig, MetaDQNLearner,  # noqa: E402
+                                           PerTaskDQNConfig, PerTaskDQNLearner)
+from metarl_tf.networks.q_network import TaskConditionedQNetwork  # noqa: E402
+from metarl_tf.tasks import CartPoleDirTasks, GridWorldTasks  # noqa: E402
+
+OUT = os.path.join(ROOT, "docs", "benchmarks")
+LINES: list[str] = []
+
+
+def emit(line: str) -> None:
+    print(line, flush=True)
+    LINES.append(line)
+
+
+def save(name: str) -> None:
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, name)
+    header = [f"# command: {' '.join(sys.argv)}",
+              f"# date: {datetime.datetime.now(datetime.timezone.utc).isoformat()}",
+              "# machine: 2 shared CPU cores, loaded by other jobs (timings are not quiet-machine)",
+              "# TF threads: intra 1, inter 1"]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(header + LINES) + "\n")
+    os.replace(tmp, path)
+
+
+def cartpole_scratch(args):
+    family = CartPoleDirTasks()
+    tasks = family.sample(args.eval_tasks, args.seed, "test")[:args.scratch_tasks]
+    emit(f"scratch_tasks={len(tasks)} scratch_steps={args.scratch_steps}")
+    for i, t in enumerate(tasks):
+        emit(f"task_{i}={np.round(t, 3).tolist()}")
+    learner = PerTaskDQNLearner(family, tasks, PerTaskDQNConfig(), hidden=(64, 64), seed=args.seed)
+    start = time.perf_counter()
+    while learner.step < args.scratch_steps:
+        m = learner.train(min(5000, args.scratch_steps - learner.step))
+        ret = learner.evaluate(episodes=5, seed=1)
+        emit(f"step={learner.step} seconds={time.perf_counter() - start:.0f} "
+             f"td_loss={m['td_loss']:.4f} greedy_return_mean={ret.mean():.1f}")
+    own = learner.evaluate(episodes=10, seed=2)
+    emit(f"scratch_return_per_task={np.round(own, 1).tolist()}")
+    emit(f"scratch_return_mean={own.mean():.1f}")
+    # every from-scratch network on every other variant: the best single (task-agnostic) network
+    cross = []
+    for shift in range(1, len(tasks)):
+        cross.append(learner.evaluate(episodes=5, seed=3, tasks=np.roll(tasks, shift, axis=0)))
+    cross = np.stack(cross)  # [shift, net]: net j on task (j - shift)
+    best_other = cross.mean(axis=0)
+    emit(f"scratch_net_on_other_variants_per_net={np.round(best_other, 1).tolist()}")
+    emit(f"best_single_scratch_net_on_other_variants={best_other.max():.1f}")
+    with open(os.path.join(OUT, "meta_dqn_cartpole_scratch.json"), "w") as f:
+        json.dump({"tasks": tasks.tolist(), "returns": own.tolist(),
+                   "best_single_other": float(best_other.max()), "seed": args.seed,
+                   "steps": args.scratch_steps}, f)
+    save("meta_dqn_cartpole_scratch.txt")
+
+
+def train_meta(family, cfg, hidden, steps, seed, label):
+    net = TaskConditionedQNetwork(family.obs_dim, family.num_actions, cfg.z_dim, hidden, seed=seed)
+    learner = MetaDQNLearner(net, family, cfg, seed=seed)
+    start = time.perf_counter()
+    env0 = learner.env_steps.numpy()
+    while learner.step < steps:
+        m = learner.train(min(1000, steps - learner.step))
+        emit(f"{label}_iteration={learner.step} seconds={time.perf_counter() - start:.0f} "
+             + " ".join(f"{k}={v:.4f}" for k, v in m.items()))
+    seconds = time.perf_counter() - start
+    emit(f"{label}_train_seconds={seconds:.0f} "
+         f"{label}_env_steps_per_s={(learner.env_steps.numpy() - env0) / seconds:.0f}")
+    return learner
+
+
+def gridworld(args):
+    family = GridWorldTasks()
+    cfg = MetaDQNConfig(**json.loads(args.grid_config))
+    emit(f"config={json.dumps(cfg.__dict__)}")
+    learner = train_meta(family, cfg, (64, 64), args.grid_steps, args.seed, "meta")
+    for split in ("train", "test"):
+        goals = family.goals(split)
+        reached = []
+        for rep in range(args.grid_supports):
+            ev = learner.evaluate(tasks=goals, num_steps=cfg.inner_steps, episodes=10,
+                                  seed=100 + rep)
+            reached.append(np.asarray(ev["per_task"]))  # [steps+1, goals] success rates
+        reached = np.stack(reached)  # [supports, steps+1, goals]
+        for k in range(cfg.inner_steps + 1):
+            emit(f"{split}_goals={len(goals)} support_sets={args.grid_supports} inner_steps={k} "
+                 f"success_rate={reached[:, k].mean():.3f} "
+                 f"goals_reached_from_every_start={(reached[:, k] == 1.0).mean():.3f}")
+    save("meta_dqn_gridworld.txt")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--part", required=True,
+                   choices=["cartpole-scratch", "cartpole", "gridworld", "speed"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-tasks", type=int, default=20)
+    p.add_argument("--scratch-tasks", type=int, default=6)
+    p.add_argument("--scratch-steps", type=int, default=50000)
+    p.add_argument("--grid-steps", type=int, default=4000)
+    p.add_argument("--grid-supports", type=int, default=10)
+    p.add_argument("--grid-config", default=json.dumps(dict(
+        z_dim=4, inner_steps=2, inner_lr=1.0, num_train_tasks=20, meta_batch_size=10,
+        discount=0.9, replay_capacity=5000, epsilon_decay_steps=2000, target_update_period=100,
+        steps_per_execution=100, jit_compile=True)))
+    args = p.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    {"cartpole-scratch": cartpole_scratch, "gridworld": gridworld}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""AdaptableQNetwork: a meta-learned task-conditioned Q-network that infers its task embedding itself.
+
+Signatures (TF Serving's predict method; batch dimensions -1):
+
+* ``serving_default``: ``observation`` float32 ``[-1, obs_dim]`` -> ``action`` int32 ``[-1]``
+  (greedy) and ``q_values`` float32 ``[-1, num_actions]``, with the meta-learned initial ``z``.
+* ``adapt``: ``observations`` float32 ``[-1, obs_dim]``, ``actions`` int32 ``[-1]``, ``rewards``
+  float32 ``[-1]``, ``next_observations`` float32 ``[-1, obs_dim]``, ``dones`` float32 ``[-1]``
+  (1 where the next state is terminal), ``num_steps`` int32 ``[]`` -> ``z`` float32 ``[z_dim]``:
+  ``num_steps`` gradient steps on z of the TD loss of those transitions, from the initial z
+  (``metarl_tf.algorithms.meta_dqn.adapt_embedding``: the library's inner loop, traced).
+* ``action_with_z``: ``observation`` ``[-1, obs_dim]``, ``z`` ``[z_dim]`` -> ``action``, ``q_values``.
+
+A stateless server adapts once and the client keeps the 8-odd floats of ``z``::
+
+    m = tf.saved_model.load("exports/cartpole/1")                       # TensorFlow only
+    z = m.signatures["adapt"](observations=o, actions=a, rewards=r, next_observations=o2,
+                              dones=d, num_steps=tf.constant(5))["z"]
+    a = m.signatures["action_with_z"](observation=obs, z=z)["action"]
+
+Bad input fails inside the graph with ``InvalidArgumentError`` naming the input: transition arrays
+of different lengths, no transition, actions outside ``[0, num_actions)``, NaN/Inf in
+observations, rewards or z, dones other than 0/1, ``num_steps`` outside ``[0, max_num_steps]``.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from export._common import own_rule, rule_metadata, save_with_metadata
+from export.layout import write_versioned
+from metarl_tf import __version__, adaptation
+from metarl_tf.algorithms.meta_dqn import adapt_embedding
+from metarl_tf.networks.q_network import q_values
+from metarl_tf.rollouts.replay import Transitions
+
+
+class AdaptableQNetwork(tf.Module):
+    """A ``TaskConditionedQNetwork`` plus its z-adaptation, ready for ``tf.saved_model.save``.
+
+    Args:
+      network: the Keras Q-network (read for sizes and activation only).
+      params: meta-learned values of ``network.trainable_variables``.
+      z_init: the meta-learned initial embedding ``[z_dim]``.
+      rule: ``adaptation.SGD`` or ``adaptation.PerParameterSGD`` (one rate per z dimension).
+      discount, huber_delta: the inner TD loss's settings (the learner's config).
+      max_num_steps: the largest ``num_steps`` ``adapt`` accepts.
+    """
+
+    def __init__(self, network, params, z_init, rule: adaptation.UpdateRule, discount: float,
+                 huber_delta: float = 1.0, max_num_steps: int = 100,
+                 name: str = "adaptable_q_network"):
+        super().__init__(name=name)
+        if isinstance(max_num_steps, bool) or not isinstance(max_num_steps, int) or max_num_steps < 0:
+            raise ValueError(f"`max_num_steps` must be an integer >= 0, got {max_num_steps!r}")
+        self.obs_dim, self.num_actions, self.z_dim = network.obs_dim, network.num_actions, network.z_dim
+        self.hidden, self.activation = tuple(network.hidden), network.activation_name
+        self.discount, self.huber_delta = float(discount), float(huber_delta)
+        self.max_num_steps = max_num_steps
+        self.params = [tf.Variable(p, trainable=False, name=f"param_{i}")
+                       for i, p in enumerate(params)]
+        self.z_init = tf.Variable(z_init, trainable=False, name="z_init")
+        rule = own_rule(self, rule)
+        obs_dim, num_actions, z_dim, act = self.obs_dim, self.num_actions, self.z_dim, self.activation
+        max_steps = tf.constant(max_num_steps, tf.int32)
+
+        def finite(x, name, shape):
+            x = tf.ensure_shape(x, shape, name=f"check_{name}_shape")
+            return tf.debugging.check_numerics(x, f"{name} must be finite (no NaN or Inf)")
+
+        def outputs(observation, z):
+            q = q_values([tf.convert_to_tensor(p) for p in self.params], observation[None],
+                         z[None], act)[0]
+            return {"action": tf.argmax(q, axis=-1, output_type=tf.int32), "q_values": q}
+
+        obs_spec = tf.TensorSpec([None, obs_dim], tf.float32, name="observation")
+
+        @tf.function(input_signature=[obs_spec])
+        def serving_default(observation):
+            return outputs(finite(observation, "observation", [None, obs_dim]),
+                           tf.convert_to_tensor(self.z_init))
+
+        @tf.function(input_signature=[obs_spec, tf.TensorSpec([z_dim], tf.float32, name="z")])
+        def action_with_z(observation, z):
+            return outputs(finite(observation, "observation", [None, obs_dim]),
+                           finite(z, "z", [z_dim]))
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, obs_dim], tf.float32, name="observations"),
+            tf.TensorSpec([None], tf.int32, name="actions"),
+            tf.TensorSpec([None], tf.float32, name="rewards"),
+            tf.TensorSpec([None, obs_dim], tf.float32, name="next_observations"),
+            tf.TensorSpec([None], tf.float32, name="dones"),
+            tf.TensorSpec([], tf.int32, name="num_steps")])
+        def adapt(observations, actions, rewards, next_observations, dones, num_steps):
+            observations = finite(observations, "observations", [None, obs_dim])
+            next_observations = finite(next_observations, "next_observations", [None, obs_dim])
+            rewards = finite(rewards, "rewards", [None])
+            dones = finite(dones, "dones", [None])
+            n = tf.shape(rewards)[0]
+            checks = [
+                tf.debugging.assert_equal(tf.shape(observations)[0], n, message=(
+                    "observations must have as many rows as rewards (one per transition)")),
+                tf.debugging.assert_equal(tf.shape(actions)[0], n, message=(
+                    "actions must have as many entries as rewards (one per transition)")),
+                tf.debugging.assert_equal(tf.shape(next_observations)[0], n, message=(
+                    "next_observations must have as many rows as rewards (one per transition)")),
+                tf.debugging.assert_equal(tf.shape(dones)[0], n, message=(
+                    "dones must have as many entries as rewards (one per transition)")),
+                tf.debugging.assert_positive(n, message="the transitions are empty (no rewards)"),
+                tf.debugging.assert_equal(
+                    tf.reduce_all((actions >= 0) & (actions < num_actions)), True,
+                    message=f"actions must be integers in [0, {num_actions})"),
+                tf.debugging.assert_equal(tf.reduce_all((dones == 0.0) | (dones == 1.0)), True,
+                                          message="dones must hold only 0 and 1"),
+                tf.debugging.assert_non_negative(num_steps, message="num_steps must be >= 0"),
+                tf.debugging.assert_less_equal(num_steps, max_steps, message=(
+                    f"num_steps must be <= max_num_steps ({max_num_steps})")),
+            ]
+            with tf.control_dependencies(checks):
+                batch = Transitions(tf.identity(observations)[None], actions[None], rewards[None],
+                                    next_observations[None], dones[None], dones[None])
+            params = [tf.convert_to_tensor(p) for p in self.params]
+            z = adapt_embedding(params, tf.convert_to_tensor(self.z_init), batch, rule, num_steps,
+                                self.discount, self.huber_delta, act, first_order=True).params[0]
+            return {"z": z[0]}
+
+        self.serving_default = serving_default
+        self.action_with_z = action_with_z
+        self.adapt = adapt
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.serving_default, "adapt": self.adapt,
+                "action_with_z": self.action_with_z}
+
+    def metadata(self) -> dict:
+        return {"kind": "AdaptableQNetwork", "metarl_tf_version": __version__,
+                "observation_dim": self.obs_dim, "num_actions": self.num_actions,
+                "z_dim": self.z_dim, "hidden": list(self.hidden), "activation": self.activation,
+                "discount": self.discount, "huber_delta": self.huber_delta,
+                "max_num_steps": self.max_num_steps, "signatures": sorted(self.signatures()),
+                **rule_metadata(self)}
+
+    def save(self, path: str, extra_metadata: dict | None = None) -> None:
+        """Writes the SavedModel (tag ``serve``) plus ``assets.extra/metarl_tf.json`` to ``path``."""
+        save_with_metadata(self, path, {**self.metadata(), **(extra_metadata or {})})
+
+
+def export_qnetwork_learner(learner, base: str, name: str, version: int | None = None,
+                            max_num_steps: int = 100, extra_metadata: dict | None = None) -> str:
+    """Exports a ``MetaDQNLearner``'s network and embedding as an AdaptableQNetwork under
+    ``<base>/<name>/<version>`` (TF Serving's layout, written atomically)."""
+    cfg = learner.config
+    module = AdaptableQNetwork(
+        learner.network, [tf.convert_to_tensor(v) for v in learner.params],
+        tf.convert_to_tensor(learner.z_init), learner.update_rule(), cfg.discount,
+        cfg.huber_delta, max_num_steps=max_num_steps)
+    return write_versioned(base, name, lambda d: module.save(d, extra_metadata), version=version)

@@ -1,0 +1,715 @@
+"""Meta-DQN: a task-conditioned Q-network whose task embedding z is inferred by a few gradient steps.
+
+Context adaptation in the spirit of CAVIA (Zintgraf et al. 2019, arXiv:1810.03642) applied to deep
+Q-learning (DQN, Mnih et al. 2015; double DQN, van Hasselt et al. 2016, arXiv:1509.06461). One
+network ``Q(s, a; theta, z)`` serves a whole task family; only the low-dimensional embedding ``z``
+is adapted to a task, from a meta-learned start ``z_0``, on the TD loss of a handful of that task's
+transitions. The network and ``z_0`` (and the per-dimension inner rates) are meta-learned through
+the adaptation.
+
+One meta-iteration, with a fixed pool of ``N`` training tasks, each with its own replay buffer and a
+*random buffer* of uniformly-random-policy transitions (support sets of ``support_size`` are drawn
+from it: at test time the agent adapts from such transitions)::
+
+    for every pool task i (all at once):       z_i = adapt(z_0; support_i)
+        step its environment with epsilon-greedy Q(s, .; theta, z_i); append to replay_i
+    meta-batch B of T pool tasks:
+        z_i  = adapt(z_0; support_i)                            (differentiable in theta, z_0, alpha)
+        L    = mean_i TD_huber(theta, z_i; query_i ~ replay_i + random_i, target network theta^-)
+        (theta, z_0, alpha) <- Adam(grad L)
+    theta^- <- theta every ``target_update_period`` iterations (or Polyak)
+
+    adapt(z_0; D):  z <- z - alpha (*) d/dz mean_{(s,a,r,s',d) in D} h(y - Q(s, a; theta, z))
+                    y = r + gamma (1 - d) max_a' Q(s', a'; theta, z)       (gradient stopped)
+
+``adapt`` is ``metarl_tf.adaptation.adapt`` applied to ``z`` alone (the one inner loop of the
+library; the exported ``adapt`` signature traces the same code). Its TD targets come from the online
+network: a deployed network has no target copy, so training adapts exactly as deployment does.
+``first_order=True`` stops the gradient through the inner gradients. Every environment is a batched
+TF one (``tasks.tf_env()``), so collection, adaptation and the update are one compiled function.
+
+Also here: ``PerTaskDQNLearner`` (independent double DQNs, one per task, trained from scratch,
+batched over tasks: the per-task reference of the benchmark) and ``finetune`` (the fine-tuning
+baseline: the whole network adapted by SGD on the same support transitions).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from metarl_tf import adaptation
+from metarl_tf._checks import check_bool, check_float, check_int
+from metarl_tf.algorithms import dqn
+from metarl_tf.networks.q_network import TaskConditionedQNetwork, q_values
+from metarl_tf.rollouts.replay import (LoopState, TaskReplayBuffer, Transitions, collect,
+                                       init_loop)
+
+TARGET_UPDATES = ("periodic", "polyak")
+EVAL_ADAPTATIONS = ("z", "finetune")
+
+
+def _check_choice(config, name, choices):
+    if getattr(config, name) not in choices:
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {getattr(config, name)!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaDQNConfig:
+    """Meta-DQN settings (defaults: the CartPoleDir preset). DQN settings follow common CartPole
+    DQN practice (Adam 1e-3, Huber, double DQN, gamma 0.99); CAVIA's context defaults: z starts at
+    0, a few inner steps with a large inner rate (CAVIA RL: 1 step, rate 10; here learned rates)."""
+
+    z_dim: int = 8  # Task-embedding size.
+    inner_steps: int = 3  # Gradient steps on z in training and evaluation (0: task-agnostic DQN).
+    inner_lr: float = 1.0  # Inner rate on z (initial value when learn_inner_lr).
+    learn_inner_lr: bool = True  # Meta-learn one inner rate per z dimension (Meta-SGD on z).
+    first_order: bool = False  # Stop the gradient through the inner gradients.
+    num_train_tasks: int = 32  # Pool of training tasks, each with its own replay buffer.
+    meta_batch_size: int = 16  # Pool tasks per meta-update.
+    support_size: int = 200  # Random-policy transitions per task that z adapts on (the issue: <= 200).
+    random_buffer_size: int = 1000  # Random-policy transitions kept per pool task; each support
+    # set is a fresh draw of support_size of them, so z learns to adapt from varied support sets.
+    query_random_fraction: float = 0.5  # Share of each query batch drawn from the random buffer
+    # (the rest from the epsilon-greedy replay): keeps rare rewards in the outer loss early on.
+    query_batch_size: int = 64  # Replay transitions per task in the outer TD loss.
+    replay_capacity: int = 20000  # Transitions kept per task.
+    prefill_steps: int = 500  # Random-policy steps per task into replay before training.
+    env_steps_per_iteration: int = 1  # Environment steps per pool task per meta-iteration.
+    act_refresh_every: int = 10  # Meta-iterations between re-adapting the pool tasks' acting z.
+    discount: float = 0.99  # gamma.
+    n_step: int = 1  # n-step targets in the outer loss (1 = one-step).
+    double_dqn: bool = True  # Double-DQN targets in the outer loss (else max over the target net).
+    huber_delta: float = 1.0  # Huber loss kappa.
+    learning_rate: float = 1e-3  # Adam rate for theta, z_0 and the inner rates.
+    max_grad_norm: float = 10.0  # Global gradient-norm clip of the meta-gradient.
+    target_update: str = "periodic"  # "periodic" (hard copy) or "polyak".
+    target_update_period: int = 250  # Meta-iterations between hard copies.
+    polyak_tau: float = 0.005  # Polyak rate per meta-iteration.
+    epsilon_start: float = 1.0  # Exploration epsilon at iteration 0.
+    epsilon_end: float = 0.05  # Final epsilon.
+    epsilon_decay_steps: int = 5000  # Meta-iterations of linear epsilon decay.
+    eval_episodes: int = 2  # Greedy episodes per held-out task in evaluate().
+    eval_adaptation: str = "z"  # evaluate() adapts "z" (Meta-DQN) or "finetune"s the whole network.
+    finetune_lr: float = 0.01  # SGD rate of whole-network fine-tuning (eval_adaptation "finetune").
+    steps_per_execution: int = 50  # Meta-iterations per compiled call.
+    jit_compile: bool = False  # XLA-compile the train step.
+
+    def __post_init__(self):
+        check_int(self, "z_dim", minimum=0)
+        check_int(self, "inner_steps", minimum=0)
+        check_float(self, "inner_lr")
+        for name in ("learn_inner_lr", "first_order", "double_dqn", "jit_compile"):
+            check_bool(self, name)
+        for name in ("num_train_tasks", "meta_batch_size", "support_size", "random_buffer_size",
+                     "query_batch_size",
+                     "replay_capacity", "env_steps_per_iteration", "act_refresh_every", "n_step",
+                     "target_update_period", "epsilon_decay_steps", "eval_episodes",
+                     "steps_per_execution"):
+            check_int(self, name)
+        check_int(self, "prefill_steps", minimum=0)
+        if self.support_size > self.random_buffer_size:
+            raise ValueError(f"`support_size` ({self.support_size}) must be <= "
+                             f"`random_buffer_size` ({self.random_buffer_size})")
+        check_float(self, "query_random_fraction", 0.0, 1.0, low_inclusive=True)
+        if self.meta_batch_size > self.num_train_tasks:
+            raise ValueError(f"`meta_batch_size` ({self.meta_batch_size}) must be <= "
+                             f"`num_train_tasks` ({self.num_train_tasks})")
+        if self.prefill_steps + self.env_steps_per_iteration < self.n_step:
+            raise ValueError("`prefill_steps` + `env_steps_per_iteration` must be >= `n_step`")
+        check_float(self, "discount", 0.0, 1.0)
+        check_float(self, "huber_delta")
+        check_float(self, "learning_rate")
+        check_float(self, "max_grad_norm")
+        check_float(self, "polyak_tau", 0.0, 1.0)
+        check_float(self, "epsilon_start", 0.0, 1.0, low_inclusive=True)
+        check_float(self, "epsilon_end", 0.0, 1.0, low_inclusive=True)
+        check_float(self, "finetune_lr")
+        _check_choice(self, "target_update", TARGET_UPDATES)
+        _check_choice(self, "eval_adaptation", EVAL_ADAPTATIONS)
+
+
+# -- the inner loop: TD loss of z and its adaptation ----------------------------------------------
+def inner_td_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions, discount: float,
+                  huber_delta: float = 1.0, activation: str = "relu") -> tf.Tensor:
+    """Per-task TD loss ``[T]`` of ``Q(.; params, z)`` on ``[T, K]`` one-step transitions.
+
+    ``y = r + gamma (1 - terminated) max_a Q(s', a; params, z)`` with the gradient stopped (the
+    online network bootstraps itself, as a deployed network must).
+    """
+    q_tm1 = q_values(params, batch.observation, z, activation)
+    q_t = q_values(params, batch.next_observation, z, activation)
+    discount_t = discount * (1.0 - tf.cast(batch.terminated, q_t.dtype))
+    target = dqn.q_learning_target(tf.cast(batch.reward, q_t.dtype), discount_t, q_t)
+    return dqn.td_loss(q_tm1, batch.action, target, huber_delta)
+
+
+def embedding_rule(inner_lr, rates=None) -> adaptation.UpdateRule:
+    """SGD on z with one rate, or Meta-SGD with one (learned) rate per z dimension."""
+    if rates is not None:
+        return adaptation.PerParameterSGD([rates])
+    return adaptation.SGD(inner_lr)
+
+
+def adapt_embedding(params: Sequence[tf.Tensor], z_init: tf.Tensor, batch: Transitions,
+                    rule: adaptation.UpdateRule, num_steps, discount: float,
+                    huber_delta: float = 1.0, activation: str = "relu",
+                    first_order: bool = False) -> adaptation.Adapted:
+    """Adapts z alone, from ``z_init`` ``[z_dim]``, for every task of ``batch`` ``[T, K, ...]``.
+
+    The network parameters are constants of the inner loop (the gradient is taken only with
+    respect to z); ``adaptation.adapt`` does the steps. Returns its ``Adapted`` whose ``params`` is
+    ``[z]`` with ``z`` ``[T, z_dim]``.
+    """
+    num_tasks = tf.shape(batch.action)[0]
+    z0 = tf.tile(tf.convert_to_tensor(z_init)[None], [num_tasks, 1])
+    loss = lambda zs: inner_td_loss(params, zs[0], batch, discount, huber_delta,  # noqa: E731
+                                    activation)
+    return adaptation.adapt(loss, [z0], rule, num_steps, first_order=first_order)
+
+
+def finetune(params: Sequence[tf.Tensor], z_init: tf.Tensor, batch: Transitions, learning_rate,
+             num_steps, discount: float, huber_delta: float = 1.0,
+             activation: str = "relu") -> tuple[list, tf.Tensor]:
+    """The fine-tuning baseline: SGD on the whole network (and z) on each task's ``batch``.
+
+    Every task of ``batch`` gets its own copy of the weights (a leading task axis), adapted by
+    ``adaptation.adapt`` with ``SGD(learning_rate)`` on the same TD loss as ``adapt_embedding``.
+
+    Returns:
+      ``(params, z)``: per-task weights ``[T, ...]`` and embeddings ``[T, z_dim]``.
+    """
+    num_tasks = tf.shape(batch.action)[0]
+    tiled = [tf.tile(tf.convert_to_tensor(p)[None], [num_tasks] + [1] * len(p.shape))
+             for p in params]
+    z0 = tf.tile(tf.convert_to_tensor(z_init)[None], [num_tasks, 1])
+    loss = lambda ps: inner_td_loss(ps[1:], ps[0], batch, discount, huber_delta,  # noqa: E731
+                                    activation)
+    out = adaptation.adapt(loss, [z0, *tiled], adaptation.SGD(learning_rate), num_steps,
+                           first_order=True).params
+    return out[1:], out[0]
+
+
+def check_transitions(observations, actions, rewards, next_observations, dones, obs_dim: int,
+                      num_actions: int) -> Transitions:
+    """One task's transitions as a ``[1, K]`` ``Transitions`` batch, or a ValueError naming the bad
+    input (lengths that disagree, actions out of range, NaN/Inf, dones other than 0/1)."""
+    obs = np.asarray(observations, np.float32)
+    nxt = np.asarray(next_observations, np.float32)
+    act = np.asarray(actions)
+    rew = np.asarray(rewards, np.float32)
+    done = np.asarray(dones, np.float32)
+    if rew.ndim != 1 or len(rew) == 0:
+        raise ValueError(f"`rewards` must be a non-empty vector [K], got shape {rew.shape}")
+    k = len(rew)
+    for name, arr, shape in (("observations", obs, (k, obs_dim)), ("actions", act, (k,)),
+                             ("next_observations", nxt, (k, obs_dim)), ("dones", done, (k,))):
+        if arr.shape != shape:
+            raise ValueError(f"`{name}` must have shape {list(shape)} (one entry per transition, "
+                             f"like `rewards`), got {list(arr.shape)}")
+    for name, arr in (("observations", obs), ("rewards", rew), ("next_observations", nxt),
+                      ("dones", done)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"`{name}` must be finite, got NaN or Inf")
+    if not np.issubdtype(act.dtype, np.integer) or np.any(act < 0) or np.any(act >= num_actions):
+        raise ValueError(f"`actions` must be integers in [0, {num_actions}), got "
+                         f"{np.unique(act)[:10].tolist()}")
+    if not np.all((done == 0) | (done == 1)):
+        raise ValueError("`dones` must hold only 0 and 1")
+    t = lambda x, dt=tf.float32: tf.constant(x[None], dt)  # noqa: E731
+    return Transitions(t(obs), t(act.astype(np.int32), tf.int32), t(rew), t(nxt), t(done), t(done))
+
+
+def outer_td_loss(params, target_params, z, query: Transitions, config: MetaDQNConfig,
+                  activation: str = "relu") -> tf.Tensor:
+    """Per-task TD loss ``[T]`` of the adapted Q on query transitions (``[T, B]`` or n-step
+    ``[T, B, n]``), bootstrapped from the target network (double DQN when configured)."""
+    if config.n_step > 1:
+        ret = dqn.n_step_return(query.reward, query.terminated, query.boundary, config.discount)
+        # each sample's n steps -> one transition: first observation/action, last next-observation
+        flat = lambda x: tf.reshape(x, [-1, config.n_step] + x.shape[3:].as_list())  # noqa: E731
+        shape = tf.shape(query.action)[:2]
+        last_obs = tf.gather(flat(query.next_observation), tf.reshape(ret.last, [-1]), axis=1,
+                             batch_dims=1)
+        last_obs = tf.reshape(last_obs, tf.concat([shape, [-1]], 0))
+        obs, action = query.observation[:, :, 0], query.action[:, :, 0]
+        reward, discount_t = ret.reward, ret.discount
+    else:
+        obs, action, last_obs = query.observation, query.action, query.next_observation
+        reward = query.reward
+        discount_t = config.discount * (1.0 - query.terminated)
+    q_tm1 = q_values(params, obs, z, activation)
+    z_sg = tf.stop_gradient(z)
+    q_target_t = q_values(target_params, last_obs, z_sg, activation)
+    if config.double_dqn:
+        q_online_t = q_values(params, last_obs, z_sg, activation)
+        target = dqn.double_q_learning_target(reward, discount_t, q_online_t, q_target_t)
+    else:
+        target = dqn.q_learning_target(reward, discount_t, q_target_t)
+    return dqn.td_loss(q_tm1, action, target, config.huber_delta)
+
+
+def _fold(seed, *keys):
+    seed = tf.cast(seed, tf.int64)
+    for k in keys:
+        seed = tf.cast(tf.random.experimental.stateless_fold_in(seed, k), tf.int64)
+    return seed
+
+
+def _ci95(rows: np.ndarray) -> float:
+    return float(1.96 * rows.std() / math.sqrt(max(len(rows), 1)))
+
+
+def random_policy(num_actions: int):
+    return lambda obs, seed: tf.random.stateless_uniform(
+        tf.shape(obs)[:1], seed, 0, num_actions, tf.int32, alg="philox")
+
+
+def collect_support(env, task: tf.Tensor, num_transitions: int, horizon: int, num_actions: int,
+                    seed) -> Transitions:
+    """``[T, num_transitions]`` transitions of a uniformly random policy on every task."""
+    seed = tf.cast(seed, tf.int64)
+    loop = init_loop(env, task, _fold(seed, 0))
+    _, tr, _ = collect(env, task, loop, random_policy(num_actions), num_transitions, horizon,
+                       _fold(seed, 1))
+    return Transitions(*[tf.transpose(x, [1, 0] + list(range(2, len(x.shape)))) for x in tr])
+
+
+def greedy_returns(env, task: tf.Tensor, q_fn, horizon: int, episodes: int, seed) -> tf.Tensor:
+    """Mean return over ``episodes`` greedy episodes per task, ``[T]``.
+
+    ``q_fn(observation [T, E, d]) -> [T, E, A]`` (each task's adapted Q).
+    """
+    num_tasks = tf.shape(task)[0]
+    flat_task = tf.repeat(task, episodes, axis=0)
+    state, obs = env.reset(flat_task, seed)
+
+    def body(i, state, obs, alive, total):
+        q = q_fn(tf.reshape(obs, [num_tasks, episodes, -1]))
+        action = tf.reshape(tf.argmax(q, axis=-1, output_type=tf.int32), [-1])
+        state, obs, reward, terminated = env.step(flat_task, state, action)
+        total += alive * reward
+        alive *= 1.0 - tf.cast(terminated, tf.float32)
+        return i + 1, state, obs, alive, total
+
+    ones = tf.ones([num_tasks * episodes])
+    _, _, _, _, total = tf.while_loop(lambda i, *_: i < horizon, body,
+                                      (tf.constant(0), state, obs, ones, tf.zeros_like(ones)))
+    return tf.reduce_mean(tf.reshape(total, [num_tasks, episodes]), axis=1)
+
+
+class MetaDQNLearner:
+    """Meta-trains a ``TaskConditionedQNetwork`` and its initial embedding on a task family.
+
+    Args:
+      network: the Q-network (its ``z_dim`` must equal ``config.z_dim``).
+      tasks: a discrete-action family (``CartPoleDirTasks``, ``GridWorldTasks``,
+        ``MountainCarLRTasks``): ``sample``, ``tf_env``, ``horizon``, ``obs_dim``, ``num_actions``.
+      config: ``MetaDQNConfig``.
+      seed: base seed (pool tasks, environments, sampling).
+
+    The loop ``training.run`` drives::
+
+        learner = MetaDQNLearner(TaskConditionedQNetwork(4, 2, z_dim=8), CartPoleDirTasks(),
+                                 MetaDQNConfig())
+        while learner.step < 20000:
+            metrics = learner.train(50)
+        curve = learner.evaluate(num_tasks=20, num_steps=3)    # returns after 0..3 steps on z
+    """
+
+    def __init__(self, network: TaskConditionedQNetwork, tasks, config: MetaDQNConfig,
+                 seed: int = 0):
+        if not isinstance(config, MetaDQNConfig):
+            raise TypeError(f"`config` must be a MetaDQNConfig, got {type(config).__name__}")
+        if not isinstance(network, TaskConditionedQNetwork):
+            raise TypeError("`network` must be a TaskConditionedQNetwork, got "
+                            f"{type(network).__name__}")
+        if network.z_dim != config.z_dim:
+            raise ValueError(f"`network.z_dim` ({network.z_dim}) must equal `z_dim` "
+                             f"({config.z_dim})")
+        if network.obs_dim != tasks.obs_dim or network.num_actions != tasks.num_actions:
+            raise ValueError(f"the network ({network.obs_dim} observations, {network.num_actions} "
+                             f"actions) does not fit the tasks ({tasks.obs_dim}, "
+                             f"{tasks.num_actions})")
+        cfg = self.config = config
+        self.network, self.tasks, self.seed = network, tasks, int(seed)
+        self.activation = network.activation_name
+        self.env = tasks.tf_env()
+        self.horizon = int(tasks.horizon)
+        self.num_actions = int(tasks.num_actions)
+        self.params = list(network.trainable_variables)
+        self.z_init = tf.Variable(tf.zeros([cfg.z_dim]), name="z_init")
+        self.inner_rates = (tf.Variable(tf.fill([cfg.z_dim], float(cfg.inner_lr)),
+                                        name="inner_rates") if cfg.learn_inner_lr else None)
+        self.meta_variables = self.params + [self.z_init] + (
+            [self.inner_rates] if cfg.learn_inner_lr else [])
+        self.target = [tf.Variable(v, trainable=False, name=f"target_{i}")
+                       for i, v in enumerate(self.params)]
+        self.optimizer = keras.optimizers.Adam(cfg.learning_rate, global_clipnorm=cfg.max_grad_norm)
+        self.optimizer.build(self.meta_variables)
+        self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.env_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="env_steps")
+        base = tf.constant([self.seed, 7], tf.int64)
+        self._base_seed = base
+        n = cfg.num_train_tasks
+        self.pool = tf.Variable(tasks.sample(n, self.seed, "train"), trainable=False, name="pool")
+        self.replay = TaskReplayBuffer(n, cfg.replay_capacity, tasks.obs_dim, name="replay")
+        self.support = TaskReplayBuffer(n, cfg.random_buffer_size, tasks.obs_dim, name="random")
+        loop = init_loop(self.env, self.pool, _fold(base, 1))
+        self.loop = [tf.Variable(x, trainable=False, name=f"loop_{i}") for i, x in enumerate(loop)]
+        self.z_act = tf.Variable(tf.zeros([n, cfg.z_dim]), trainable=False, name="z_act")
+        self._train_fn = tf.function(self._train_many, jit_compile=cfg.jit_compile)
+        self._eval_fns: dict = {}
+        self._prefill()
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        return int(self.step_counter.numpy())
+
+    def checkpoint_items(self) -> dict:
+        items = {"network": self.network, "z_init": self.z_init, "optimizer": self.optimizer,
+                 "step": self.step_counter, "env_steps": self.env_steps,
+                 "target": tf.train.Checkpoint(**{f"v{i}": v for i, v in enumerate(self.target)})}
+        if self.inner_rates is not None:
+            items["inner_rates"] = self.inner_rates
+        return items
+
+    def update_rule(self) -> adaptation.UpdateRule:
+        return embedding_rule(self.config.inner_lr, self.inner_rates)
+
+    # -- collection -----------------------------------------------------------------------------
+    @tf.function
+    def _prefill(self):
+        cfg = self.config
+        support = collect_support(self.env, self.pool, cfg.random_buffer_size, self.horizon,
+                                  self.num_actions, _fold(self._base_seed, 2))
+        self.support.add(Transitions(*[tf.transpose(x, [1, 0] + list(range(2, len(x.shape))))
+                                       for x in support]))
+        if cfg.prefill_steps:
+            loop = LoopState(*self.loop)
+            loop, tr, _ = collect(self.env, self.pool, loop, random_policy(self.num_actions),
+                                  cfg.prefill_steps, self.horizon, _fold(self._base_seed, 3))
+            self.replay.add(tr)
+            for var, value in zip(self.loop, loop):
+                var.assign(value)
+            self.env_steps.assign_add(cfg.prefill_steps * cfg.num_train_tasks)
+
+    def adapted_z(self, params, support: Transitions, first_order: bool = True):
+        cfg = self.config
+        return adapt_embedding(params, self.z_init, support, self.update_rule(), cfg.inner_steps,
+                               cfg.discount, cfg.huber_delta, self.activation,
+                               first_order=first_order).params[0]
+
+    def adapt(self, observations, actions, rewards, next_observations, dones,
+              num_steps: int | None = None) -> np.ndarray:
+        """z ``[z_dim]`` adapted on one task's transitions (what the exported ``adapt`` computes).
+
+        Arrays: ``observations`` / ``next_observations`` ``[K, obs_dim]``, ``actions`` int ``[K]``,
+        ``rewards`` ``[K]``, ``dones`` ``[K]`` (1 = terminal). Bad input raises ValueError naming it.
+        """
+        num_steps = self.config.inner_steps if num_steps is None else num_steps
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
+            raise ValueError(f"`num_steps` must be an integer >= 0, got {num_steps!r}")
+        batch = check_transitions(observations, actions, rewards, next_observations, dones,
+                                  self.network.obs_dim, self.num_actions)
+        params = [tf.convert_to_tensor(v) for v in self.params]
+        z = adapt_embedding(params, self.z_init, batch, self.update_rule(), num_steps,
+                            self.config.discount, self.config.huber_delta, self.activation,
+                            first_order=True).params[0]
+        return z[0].numpy()
+
+    def q_values(self, observation, z=None) -> np.ndarray:
+        """``[N, num_actions]`` Q-values for ``[N, obs_dim]`` observations and ``z`` (default z_0)."""
+        z = self.z_init if z is None else tf.constant(np.asarray(z, np.float32))
+        obs = tf.constant(np.asarray(observation, np.float32))
+        return q_values([tf.convert_to_tensor(v) for v in self.params], obs[None],
+                        tf.convert_to_tensor(z)[None], self.activation)[0].numpy()
+
+    # -- training -------------------------------------------------------------------------------
+    def train(self, steps: int) -> dict[str, float]:
+        """Runs ``steps`` meta-iterations; returns the last one's metrics (Python floats)."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}")
+        metrics = {}
+        done = 0
+        while done < steps:
+            chunk = min(self.config.steps_per_execution, steps - done)
+            metrics = self._train_fn(tf.constant(chunk, tf.int32))
+            done += chunk
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _train_many(self, n):
+        metrics = self._iteration()
+        for _ in tf.range(n - 1):
+            metrics = self._iteration()
+        return metrics
+
+    def _iteration(self):
+        cfg = self.config
+        step = self.step_counter
+        seed = _fold(self._base_seed, 4, step)
+        params = [tf.convert_to_tensor(v) for v in self.params]
+        # 1. act in every pool task with its adapted z (re-adapted every act_refresh_every
+        #    iterations: the network moves slowly), epsilon-greedy
+        if tf.equal(tf.math.floormod(step, cfg.act_refresh_every), 0):
+            acting_support = self.support.sample(_fold(seed, 5), cfg.support_size)
+            self.z_act.assign(tf.stop_gradient(self.adapted_z(params, acting_support)))
+        z_act = tf.convert_to_tensor(self.z_act)
+        epsilon = dqn.linear_epsilon(step, cfg.epsilon_start, cfg.epsilon_end,
+                                     cfg.epsilon_decay_steps)
+        policy = lambda obs, s: dqn.epsilon_greedy(  # noqa: E731
+            q_values(params, obs[:, None], z_act, self.activation)[:, 0], epsilon, s)
+        loop, tr, (ret_sum, ret_count) = collect(
+            self.env, self.pool, LoopState(*self.loop), policy, cfg.env_steps_per_iteration,
+            self.horizon, _fold(seed, 0))
+        self.replay.add(tr)
+        for var, value in zip(self.loop, loop):
+            var.assign(value)
+        self.env_steps.assign_add(cfg.env_steps_per_iteration * cfg.num_train_tasks)
+        # 2. meta-update on a meta-batch of pool tasks
+        order = tf.argsort(tf.random.stateless_uniform([cfg.num_train_tasks], _fold(seed, 1),
+                                                        alg="philox"))
+        tasks = order[:cfg.meta_batch_size]
+        support = self.support.sample(_fold(seed, 3), cfg.support_size, tasks=tasks)
+        num_random = int(round(cfg.query_random_fraction * cfg.query_batch_size))
+        parts = []
+        if num_random < cfg.query_batch_size:
+            parts.append(self.replay.sample(_fold(seed, 2), cfg.query_batch_size - num_random,
+                                            cfg.n_step, tasks))
+        if num_random:
+            parts.append(self.support.sample(_fold(seed, 4), num_random, cfg.n_step, tasks))
+        query = Transitions(*[tf.concat(f, axis=1) for f in zip(*parts)])
+        target = [tf.convert_to_tensor(v) for v in self.target]
+        with tf.GradientTape() as tape:
+            theta = [tf.convert_to_tensor(v) for v in self.meta_variables]
+            tape.watch(theta)
+            net, z0 = theta[:len(self.params)], theta[len(self.params)]
+            rates = theta[-1] if cfg.learn_inner_lr else None
+            adapted = adapt_embedding(net, z0, support, embedding_rule(cfg.inner_lr, rates),
+                                      cfg.inner_steps, cfg.discount, cfg.huber_delta,
+                                      self.activation, first_order=cfg.first_order)
+            z = adapted.params[0]
+            loss = tf.reduce_mean(outer_td_loss(net, target, z, query, cfg, self.activation))
+        grads = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        self.optimizer.apply_gradients(zip(grads, self.meta_variables))
+        # 3. target network
+        online = [tf.convert_to_tensor(v) for v in self.params]
+        if cfg.target_update == "polyak":
+            new_target = dqn.polyak_update(target, online, cfg.polyak_tau)
+        else:
+            new_target = dqn.periodic_update(target, online, step + 1, cfg.target_update_period)
+        for var, value in zip(self.target, new_target):
+            var.assign(value)
+        self.step_counter.assign_add(1)
+        support_after = tf.reduce_mean(inner_td_loss(net, z, support, cfg.discount,
+                                                     cfg.huber_delta, self.activation))
+        support_before = (tf.reduce_mean(adapted.support_loss) if adapted.support_loss is not None
+                          else support_after)
+        return {"td_loss": loss, "support_loss_before": support_before,
+                "support_loss_after": support_after, "epsilon": epsilon,
+                "episode_return": tf.math.divide_no_nan(ret_sum, ret_count),
+                "env_steps": tf.cast(self.env_steps, tf.float32)}
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, num_tasks: int = 20, num_steps: int | None = None, seed: int | None = None,
+                 tasks=None, support_size: int | None = None, episodes: int | None = None,
+                 adaptation_mode: str | None = None, finetune_lr: float | None = None) -> dict:
+        """Greedy return on held-out tasks after adapting from random-policy transitions.
+
+        For each task: ``support_size`` transitions of a uniformly random policy, then 0 ..
+        ``num_steps`` inner steps (on z, or on the whole network when ``adaptation_mode`` is
+        ``"finetune"``), then ``episodes`` greedy episodes per step count.
+
+        Returns:
+          ``{"returns": [R_0 .. R_num_steps], "ci95": [...], "num_tasks", "support_size",
+          "per_task": [[...] per step count], "success": [...]}``; ``success`` is the fraction of
+          tasks whose every greedy episode had a positive return (the grid-world reached its goal).
+        """
+        cfg = self.config
+        num_steps = cfg.inner_steps if num_steps is None else num_steps
+        seed = self.seed if seed is None else int(seed)
+        support_size = cfg.support_size if support_size is None else support_size
+        episodes = cfg.eval_episodes if episodes is None else episodes
+        mode = cfg.eval_adaptation if adaptation_mode is None else adaptation_mode
+        lr = cfg.finetune_lr if finetune_lr is None else finetune_lr
+        for name, value, low in (("num_steps", num_steps, 0), ("support_size", support_size, 1),
+                                 ("episodes", episodes, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}")
+        if mode not in EVAL_ADAPTATIONS:
+            raise ValueError(f"`adaptation_mode` must be one of {EVAL_ADAPTATIONS}, got {mode!r}")
+        if tasks is None:
+            if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+                raise ValueError(f"`num_tasks` must be an integer >= 1, got {num_tasks!r}")
+            tasks = self.tasks.sample(num_tasks, seed, "test")
+        tasks = tf.constant(np.asarray(tasks, np.float32))
+        key = (int(tasks.shape[0]), num_steps, support_size, episodes, mode)
+        if key not in self._eval_fns:
+            self._eval_fns[key] = tf.function(
+                lambda t, s, lr: self._eval_graph(t, s, num_steps, support_size, episodes, mode,
+                                                  lr))
+        rows = self._eval_fns[key](tasks, tf.constant([seed, 11], tf.int64),
+                                   tf.constant(lr, tf.float32)).numpy()
+        return {"returns": [float(r.mean()) for r in rows], "ci95": [_ci95(r) for r in rows],
+                "success": [float(np.mean(r > 0)) for r in rows], "per_task": rows.tolist(),
+                "num_tasks": int(tasks.shape[0]), "support_size": support_size,
+                "adaptation": mode}
+
+    def _eval_graph(self, tasks, seed, num_steps, support_size, episodes, mode, lr):
+        cfg = self.config
+        params = [tf.convert_to_tensor(v) for v in self.params]
+        support = collect_support(self.env, tasks, support_size, self.horizon, self.num_actions,
+                                  _fold(seed, 0))
+        rows = []
+        for k in range(num_steps + 1):
+            if mode == "z":
+                z = adapt_embedding(params, self.z_init, support, self.update_rule(), k,
+                                    cfg.discount, cfg.huber_delta, self.activation,
+                                    first_order=True).params[0]
+                weights = params
+            else:
+                weights, z = finetune(params, self.z_init, support, lr, k, cfg.discount,
+                                      cfg.huber_delta, self.activation)
+            q_fn = lambda obs, w=weights, z=z: q_values(w, obs, z, self.activation)  # noqa: E731
+            rows.append(greedy_returns(self.env, tasks, q_fn, self.horizon, episodes,
+                                       _fold(seed, 1)))
+        return tf.stack(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerTaskDQNConfig:
+    """Independent double DQNs, one per task, trained from scratch (CartPole DQN practice)."""
+
+    learning_rate: float = 1e-3  # Adam rate.
+    discount: float = 0.99  # gamma.
+    batch_size: int = 64  # Replay samples per task per update.
+    replay_capacity: int = 50000  # Transitions kept per task.
+    prefill_steps: int = 1000  # Random steps per task before learning.
+    target_update_period: int = 500  # Env steps between hard target copies.
+    epsilon_start: float = 1.0  # Exploration epsilon at step 0.
+    epsilon_end: float = 0.05  # Final epsilon.
+    epsilon_decay_steps: int = 10000  # Steps of linear epsilon decay.
+    huber_delta: float = 1.0  # Huber kappa.
+    steps_per_execution: int = 500  # Env steps (one update each) per compiled call.
+
+    def __post_init__(self):
+        check_float(self, "learning_rate")
+        check_float(self, "discount", 0.0, 1.0)
+        check_float(self, "huber_delta")
+        for name in ("batch_size", "replay_capacity", "target_update_period",
+                     "epsilon_decay_steps", "steps_per_execution"):
+            check_int(self, name)
+        check_int(self, "prefill_steps", minimum=0)
+
+
+class PerTaskDQNLearner:
+    """``T`` independent DQNs trained from scratch, one per given task, batched over tasks.
+
+    Each task has its own weights (a leading task axis on every variable), replay buffer and
+    environment; one update per environment step. The per-task reference of the Meta-DQN benchmark.
+
+    Args:
+      tasks_family: the family (for ``tf_env``, ``horizon``, sizes).
+      tasks: ``[T, P]`` the tasks to learn.
+      hidden, activation: the Q-network (a ``TaskConditionedQNetwork`` with ``z_dim=0``).
+    """
+
+    def __init__(self, tasks_family, tasks, config: PerTaskDQNConfig | None = None,
+                 hidden=(64, 64), activation: str = "relu", seed: int = 0):
+        cfg = self.config = config or PerTaskDQNConfig()
+        self.family, self.seed, self.activation = tasks_family, int(seed), activation
+        self.tasks = tf.constant(np.asarray(tasks, np.float32))
+        t = int(self.tasks.shape[0])
+        self.env, self.horizon = tasks_family.tf_env(), int(tasks_family.horizon)
+        self.num_actions = int(tasks_family.num_actions)
+        nets = [TaskConditionedQNetwork(tasks_family.obs_dim, self.num_actions, 0, hidden,
+                                        activation, seed=self.seed + 100 * i) for i in range(t)]
+        self.params = [tf.Variable(tf.stack([tf.convert_to_tensor(n.trainable_variables[j]) for n in nets]),
+                                   name=f"param_{j}") for j in range(len(nets[0].trainable_variables))]
+        self.target = [tf.Variable(v, trainable=False) for v in self.params]
+        self.optimizer = keras.optimizers.Adam(cfg.learning_rate)
+        self.optimizer.build(self.params)
+        self.replay = TaskReplayBuffer(t, cfg.replay_capacity, tasks_family.obs_dim)
+        self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._base_seed = tf.constant([self.seed, 13], tf.int64)
+        loop = init_loop(self.env, self.tasks, _fold(self._base_seed, 1))
+        self.loop = [tf.Variable(x, trainable=False) for x in loop]
+        self.z = tf.zeros([t, 0])
+        self._train_fn = tf.function(self._train_many)
+        self._prefill()
+
+    @property
+    def step(self) -> int:
+        return int(self.step_counter.numpy())
+
+    @tf.function
+    def _prefill(self):
+        if self.config.prefill_steps:
+            loop, tr, _ = collect(self.env, self.tasks, LoopState(*self.loop),
+                                  random_policy(self.num_actions), self.config.prefill_steps,
+                                  self.horizon, _fold(self._base_seed, 2))
+            self.replay.add(tr)
+            for var, value in zip(self.loop, loop):
+                var.assign(value)
+
+    def train(self, steps: int) -> dict[str, float]:
+        metrics = {}
+        done = 0
+        while done < steps:
+            chunk = min(self.config.steps_per_execution, steps - done)
+            metrics = self._train_fn(tf.constant(chunk, tf.int32))
+            done += chunk
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _train_many(self, n):
+        metrics = self._iteration()
+        for _ in tf.range(n - 1):
+            metrics = self._iteration()
+        return metrics
+
+    def _iteration(self):
+        cfg = self.config
+        step = self.step_counter
+        seed = _fold(self._base_seed, 3, step)
+        params = [tf.convert_to_tensor(v) for v in self.params]
+        epsilon = dqn.linear_epsilon(step, cfg.epsilon_start, cfg.epsilon_end,
+                                     cfg.epsilon_decay_steps)
+        policy = lambda obs, s: dqn.epsilon_greedy(  # noqa: E731
+            q_values(params, obs[:, None], self.z, self.activation)[:, 0], epsilon, s)
+        loop, tr, (ret_sum, count) = collect(self.env, self.tasks, LoopState(*self.loop), policy,
+                                             1, self.horizon, _fold(seed, 0))
+        self.replay.add(tr)
+        for var, value in zip(self.loop, loop):
+            var.assign(value)
+        batch = self.replay.sample(_fold(seed, 1), cfg.batch_size)
+        target = [tf.convert_to_tensor(v) for v in self.target]
+        with tf.GradientTape() as tape:
+            q_tm1 = q_values(self.params, batch.observation, self.z, self.activation)
+            q_online_t = q_values(params, batch.next_observation, self.z, self.activation)
+            q_target_t = q_values(target, batch.next_observation, self.z, self.activation)
+            y = dqn.double_q_learning_target(batch.reward, cfg.discount * (1.0 - batch.terminated),
+                                             q_online_t, q_target_t)
+            loss = tf.reduce_sum(dqn.td_loss(q_tm1, batch.action, y, cfg.huber_delta))
+        grads = tape.gradient(loss, self.params)
+        self.optimizer.apply_gradients(zip(grads, self.params))
+        new_target = dqn.periodic_update(target, [tf.convert_to_tensor(v) for v in self.params],
+                                         step + 1, cfg.target_update_period)
+        for var, value in zip(self.target, new_target):
+            var.assign(value)
+        self.step_counter.assign_add(1)
+        return {"td_loss": loss / float(self.tasks.shape[0]), "epsilon": epsilon,
+                "episode_return": tf.math.divide_no_nan(ret_sum, count)}
+
+    def evaluate(self, episodes: int = 5, seed: int = 0, tasks=None) -> np.ndarray:
+        """``[T]`` mean greedy return of each task's DQN on its own task (or on ``tasks``, one per
+        network, to test a network on another variant)."""
+        tasks = self.tasks if tasks is None else tf.constant(np.asarray(tasks, np.float32))
+        params = [tf.convert_to_tensor(v) for v in self.params]
+        q_fn = lambda obs: q_values(params, obs, self.z, self.activation)  # noqa: E731
+        fn = tf.function(lambda t, s: greedy_returns(self.env, t, q_fn, self.horizon, episodes, s))
+        return fn(tasks, tf.constant([seed, 17], tf.int64)).numpy()

@@ -1,0 +1,123 @@
+"""AdaptableQNetwork: adapt -> action_with_z equals the library; TensorFlow-only loading; bad input
+refused inside the graph with a message naming the input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export.qnetwork import export_qnetwork_learner
+from metarl_tf.algorithms.meta_dqn import MetaDQNConfig, MetaDQNLearner, collect_support
+from metarl_tf.networks.q_network import TaskConditionedQNetwork
+from metarl_tf.tasks import CartPoleDirTasks
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    family = CartPoleDirTasks()
+    cfg = MetaDQNConfig(z_dim=3, inner_steps=2, inner_lr=0.5, num_train_tasks=2,
+                        meta_batch_size=2, support_size=16, random_buffer_size=16,
+                        query_batch_size=8, replay_capacity=64, prefill_steps=16,
+                        steps_per_execution=3)
+    learner = MetaDQNLearner(TaskConditionedQNetwork(4, 2, 3, (16,), seed=4), family, cfg)
+    learner.train(3)  # z_0 and the learned rates move away from their initial values
+    base = str(tmp_path_factory.mktemp("qnet"))
+    path = export_qnetwork_learner(learner, base, "cartpole", max_num_steps=10)
+    tr = collect_support(family.tf_env(), tf.constant(family.sample(1, 5, "test")), 40,
+                         family.horizon, 2, tf.constant([5, 6], tf.int64))
+    data = {"observations": tr.observation.numpy()[0], "actions": tr.action.numpy()[0],
+            "rewards": tr.reward.numpy()[0], "next_observations": tr.next_observation.numpy()[0],
+            "dones": tr.terminated.numpy()[0]}
+    return learner, path, data
+
+
+def call_adapt(model, data, steps, **override):
+    d = {**data, **override}
+    return model.signatures["adapt"](
+        observations=tf.constant(d["observations"], tf.float32),
+        actions=tf.constant(d["actions"], tf.int32), rewards=tf.constant(d["rewards"], tf.float32),
+        next_observations=tf.constant(d["next_observations"], tf.float32),
+        dones=tf.constant(d["dones"], tf.float32), num_steps=tf.constant(steps))["z"]
+
+
+@pytest.mark.parametrize("steps", [0, 1, 4])
+def test_adapt_then_action_with_z_equals_the_library(exported, steps):
+    learner, path, data = exported
+    model = tf.saved_model.load(path)
+    z = call_adapt(model, data, steps)
+    expected = learner.adapt(**data, num_steps=steps)
+    np.testing.assert_allclose(z.numpy(), expected, rtol=1e-5, atol=1e-6)
+    if steps == 0:
+        np.testing.assert_allclose(expected, learner.z_init.numpy())
+    else:
+        assert not np.allclose(expected, learner.z_init.numpy())
+    obs = data["observations"][:7]
+    out = model.signatures["action_with_z"](observation=tf.constant(obs), z=z)
+    q = learner.q_values(obs, expected)
+    np.testing.assert_allclose(out["q_values"].numpy(), q, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["action"].numpy(), q.argmax(-1))
+    default = model.signatures["serving_default"](observation=tf.constant(obs))
+    np.testing.assert_allclose(default["q_values"].numpy(), learner.q_values(obs), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_adapt_signature_refuses_bad_input_by_name(exported):
+    _, path, data = exported
+    model = tf.saved_model.load(path)
+    n = len(data["rewards"])
+    cases = [
+        ({"actions": data["actions"][:-1]}, "actions must have as many entries as rewards"),
+        ({"next_observations": data["next_observations"][:-2]},
+         "next_observations must have as many rows as rewards"),
+        ({"actions": np.full(n, 2)}, r"actions must be integers in \[0, 2\)"),
+        ({"actions": np.full(n, -1)}, r"actions must be integers in \[0, 2\)"),
+        ({"rewards": np.where(np.arange(n) == 3, np.nan, data["rewards"])},
+         "rewards must be finite"),
+        ({"observations": np.full_like(data["observations"], np.inf)},
+         "observations must be finite"),
+        ({"dones": np.full(n, 0.5)}, "dones must hold only 0 and 1"),
+    ]
+    for override, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            call_adapt(model, data, 1, **override)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"num_steps must be <= max_num_steps"):
+        call_adapt(model, data, 11)
+
+
+ROUND_TRIP = r"""
+import json, sys
+for blocked in ("keras", "metarl_tf", "training", "export"):
+    sys.modules[blocked] = None
+import numpy as np, tensorflow as tf
+assert "keras" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]
+d = json.load(open(sys.argv[2]))
+m = tf.saved_model.load(sys.argv[1])
+z = m.signatures["adapt"](observations=tf.constant(d["observations"], tf.float32),
+                          actions=tf.constant(d["actions"], tf.int32),
+                          rewards=tf.constant(d["rewards"], tf.float32),
+                          next_observations=tf.constant(d["next_observations"], tf.float32),
+                          dones=tf.constant(d["dones"], tf.float32), num_steps=tf.constant(3))["z"]
+a = m.signatures["action_with_z"](observation=tf.constant(d["observations"][:5], tf.float32), z=z)
+print(json.dumps({"z": z.numpy().tolist(), "action": a["action"].numpy().tolist()}))
+"""
+
+
+def test_export_loads_and_adapts_with_tensorflow_alone(exported, tmp_path):
+    learner, path, data = exported
+    f = tmp_path / "data.json"
+    f.write_text(json.dumps({k: np.asarray(v).tolist() for k, v in data.items()}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ""}
+    out = subprocess.run([sys.executable, "-c", ROUND_TRIP, path, str(f)], capture_output=True,
+                         text=True, env=env, cwd=str(tmp_path), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = learner.adapt(**data, num_steps=3)
+    np.testing.assert_allclose(got["z"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["action"],
+                                  learner.q_values(data["observations"][:5], expected).argmax(-1))
+    meta = json.load(open(os.path.join(path, "assets.extra", "metarl_tf.json")))
+    assert meta["kind"] == "AdaptableQNetwork" and meta["z_dim"] == 3
+    assert meta["inner_rule"] == "per_parameter_sgd"
