@@ -81,6 +81,9 @@ class AdaptablePolicy(tf.Module):
         def outputs(params, observation):
             """Signature outputs for ``[num_obs, obs_dim]`` observations and unbatched params."""
             out = apply_fn([p[None] for p in params], observation[None])[0]
+            # Finite but huge inputs can overflow: refuse to answer rather than act on inf/NaN.
+            out = tf.debugging.check_numerics(out, "the policy output is not finite: inputs "
+                                                   "(observation or params) too large")
             if gaussian:
                 mean, log_std = split_gaussian(out)
                 return {"action": mean, "log_std": log_std}
@@ -134,7 +137,11 @@ class AdaptablePolicy(tf.Module):
                 episodes = Episodes(observations[None], actions[None], rewards[None], mask[None])
             theta = [tf.convert_to_tensor(p)[None] for p in self.params]
             adapted = adapt_policy(apply_fn, dist, theta, episodes, rule, num_steps, self.settings)
-            return {"params": flatten([p[0] for p in adapted])}
+            # Finite but huge rewards/observations can overflow the adapted parameters: refuse to
+            # answer rather than hand out inf/NaN parameters.
+            return {"params": tf.debugging.check_numerics(
+                flatten([p[0] for p in adapted]), "params is not finite: inputs too large, or too "
+                "many num_steps for the inner rate")}
 
         self.serving_default = serving_default
         self.action_with_params = action_with_params

@@ -29,7 +29,8 @@ Keras, no metarl_tf, no Python function ops). Save, load and call::
 
 Bad input fails inside the graph with ``InvalidArgumentError`` naming the input: shapes
 (``support_x`` etc. must be ``[rows, d]`` with the model's ``d``), ``support_x``/``support_y`` row
-counts, at least one support row, finite values, and ``0 <= num_steps <= max_num_steps``.
+counts, at least one support row, finite values, and ``0 <= num_steps <= max_num_steps``; an output
+that overflows (finite but huge inputs) fails the same way rather than returning inf/NaN.
 """
 from __future__ import annotations
 
@@ -116,11 +117,17 @@ class AdaptableRegressor(tf.Module):
             x = tf.ensure_shape(x, [None, width], name=f"check_{name}_shape")
             return tf.debugging.check_numerics(x, f"{name} must be finite")
 
+        def finite_output(y):
+            # Finite but huge inputs (or many steps with large learned rates) can overflow: refuse
+            # to answer rather than return inf/NaN.
+            return tf.debugging.check_numerics(y, "y is not finite: inputs too large, or too many "
+                                                  "num_steps for the learned rates")
+
         @tf.function(input_signature=[tf.TensorSpec([None, d_in], tf.float32, name="x")])
         def serving_default(x):
             x = checked(x, "x", d_in)
             tiled = fmodel.tile([tf.convert_to_tensor(p) for p in self.params], 1)
-            return {"y": predict_batched(tiled, x[None])[0]}
+            return {"y": finite_output(predict_batched(tiled, x[None])[0])}
 
         @tf.function(input_signature=[
             tf.TensorSpec([None, d_in], tf.float32, name="support_x"),
@@ -145,7 +152,7 @@ class AdaptableRegressor(tf.Module):
             sx, sy = support_x[None], support_y[None]
             loss = lambda p: mse(predict_batched(p, sx), sy)
             adapted = adaptation.adapt(loss, tiled, rule, num_steps)
-            return {"y": predict_batched(adapted.params, query_x[None])[0]}
+            return {"y": finite_output(predict_batched(adapted.params, query_x[None])[0])}
 
         self.serving_default = serving_default
         self.adapt = adapt

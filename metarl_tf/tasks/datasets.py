@@ -154,7 +154,12 @@ def seed_dataset(seed: int = 0, num_batches: int | None = None) -> tf.data.Datas
     base = tf.constant(seed, tf.int64)
     indices = (tf.data.Dataset.counter() if num_batches is None
                else tf.data.Dataset.range(num_batches))
-    return indices.map(lambda i: {SEED_KEY: tf.stack([base, i])}).prefetch(tf.data.AUTOTUNE)
+    # Made 256 at a time and split: a map per element costs ~80 us of CPU here, the split ~nothing.
+    seeds = indices.batch(256).map(
+        lambda i: {SEED_KEY: tf.stack([tf.fill(tf.shape(i), base), i], axis=1)}).unbatch()
+    if num_batches is not None:
+        seeds = seeds.apply(tf.data.experimental.assert_cardinality(num_batches))
+    return seeds.prefetch(tf.data.AUTOTUNE)
 
 
 def from_task_batches(data, meta_batch_size: int | None = None,
