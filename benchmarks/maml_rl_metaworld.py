@@ -50,7 +50,8 @@ import tensorflow as tf  # noqa: E402
 
 from metarl_tf.algorithms.maml_rl import MAMLRLConfig, MAMLRLLearner  # noqa: E402
 from metarl_tf.networks import gaussian_mlp_policy  # noqa: E402
-from metarl_tf.tasks.metaworld import ACT_DIM, OBS_DIM, MetaWorldTasks  # noqa: E402
+from metarl_tf.tasks.metaworld import (ACT_DIM, OBS_DIM, MAMLMetaWorldAgent,  # noqa: E402
+                                       MetaWorldTasks, first_episode_success)
 
 ENV_NAME = "reach-v3"
 
@@ -148,8 +149,6 @@ def train(a, learner, manager, report):
 def evaluate(a, learner, report):
     import gymnasium as gym
     from metaworld.evaluation import metalearning_evaluation
-
-    from metarl_tf.tasks.metaworld import MAMLMetaWorldAgent, first_episode_success
 
     m = a.eval_meta_batch
     if 50 % m:
