@@ -46,7 +46,7 @@ the batch of episodes being one task):
       dL/dQ(s_i, a_i; z) = clip(Q(s_i, a_i; z) - y_i, -delta, delta) / N
       dL/dz = sum_i (dL/dh_0,i)[obs_dim:]                 (h_0 = concat(s, z), W_0 rows of z)
 
-Write and run::
+Write and run (from the library objects, or from an export: ``module_from_saved_model(path)``)::
 
     module = regressor_module(model, params, adaptation.SGD(0.01), max_num_steps=20)
     paths = convert(module, "sinusoid.tflite")        # one file, every signature
@@ -131,6 +131,12 @@ def dense_chain(layers) -> list[str]:
     return names
 
 
+def _activation_name_str(name: str) -> str:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"TFLite adapt supports hidden activations {ACTIVATIONS}, got {name!r}")
+    return name
+
+
 def _rates(rule, params) -> list:
     """Per-tensor step sizes ``alpha`` (a scalar for SGD, Meta-SGD's tensors otherwise)."""
     if isinstance(rule, adaptation.SGD):
@@ -203,14 +209,18 @@ class regressor_module(_Module):  # noqa: N801 -- used like a function: regresso
 
     kind = "regressor"
 
-    def __init__(self, model, params=None, rule=None, max_num_steps: int = 1000):
+    def __init__(self, model, params=None, rule=None, max_num_steps: int = 1000,
+                 activations: Sequence[str] | None = None):
         super().__init__(name="tflite_regressor")
-        import keras
-
         _check_steps(max_num_steps)
         self.max_num_steps = max_num_steps
-        layers = [la for la in model.layers if not isinstance(la, keras.layers.InputLayer)]
-        self.activations = dense_chain(layers)
+        if model is not None:
+            import keras
+
+            layers = [la for la in model.layers if not isinstance(la, keras.layers.InputLayer)]
+            self.activations = dense_chain(layers)
+        else:  # from a SavedModel: the structure is given
+            self.activations = [_activation_name_str(a) for a in activations]
         if self.activations[-1] != "linear":
             raise ValueError("the regressor's last Dense layer must be linear")
         params = model.trainable_variables if params is None else params
@@ -322,13 +332,14 @@ class policy_module(_Module):  # noqa: N801
     kind = "policy"
 
     def __init__(self, policy, params=None, rule=None, estimator: str = "lvc",
-                 max_num_steps: int = 100):
+                 max_num_steps: int = 100, structure: tuple | None = None):
         super().__init__(name="tflite_policy")
         _check_steps(max_num_steps)
         if estimator not in ("lvc", "dice"):
             raise ValueError(f"`estimator` must be 'lvc' or 'dice', got {estimator!r}")
         self.max_num_steps, self.estimator = max_num_steps, estimator
-        acts, dist, min_log_std = _policy_structure(policy)
+        # structure: (activations, distribution, min_log_std), given when there is no Keras policy
+        acts, dist, min_log_std = _policy_structure(policy) if policy is not None else structure
         self.activations, self.distribution = acts, dist
         params = policy.trainable_variables if params is None else params
         self.weights = [tf.constant(np.asarray(p, np.float32)) for p in params]
@@ -483,6 +494,115 @@ class q_network_module(_Module):  # noqa: N801
 
 
 MODULES = {"regressor": regressor_module, "policy": policy_module, "q_network": q_network_module}
+
+
+# -- from an exported SavedModel --------------------------------------------------------------------
+def _hidden_activation(path: str) -> str:
+    """relu or tanh, from the ops of the SavedModel's graph (the MLP exports use one of them)."""
+    from export.inspect import _ops, _read_proto, _serve_graph
+
+    ops, _ = _ops(_serve_graph(_read_proto(path)))
+    found = [name for name, op in (("relu", "Relu"), ("tanh", "Tanh")) if op in ops]
+    if len(found) != 1:
+        raise ValueError(f"cannot tell the hidden activation of {path}: found {found or 'neither'} "
+                         "of Relu/Tanh in its graph (TFLite adapt supports MLPs with one of them)")
+    return found[0]
+
+
+def _saved_rule(m):
+    if hasattr(m, "inner_rates"):
+        return adaptation.PerParameterSGD([np.asarray(r) for r in m.inner_rates])
+    return adaptation.SGD(float(m.inner_lr.numpy()))
+
+
+def module_from_saved_model(path: str, min_std: float = 1e-6) -> _Module:
+    """The TFLite module of an exported SavedModel (AdaptableRegressor, AdaptablePolicy,
+    AdaptableQNetwork), verified against the SavedModel's own signatures on random inputs.
+
+    The weights, inner rates and settings come from the SavedModel and its
+    ``assets.extra/metarl_tf.json``; the hidden activation from its graph's ops. ``min_std`` is the
+    Gaussian policies' lower bound on the std (``gaussian_mlp_policy``'s default); a wrong guess,
+    like any other mismatch, fails the verification.
+
+    Raises:
+      ValueError: an unsupported kind, or the module does not reproduce the SavedModel.
+    """
+    from export.inspect import read_metadata
+
+    meta = read_metadata(path) or {}
+    kind = meta.get("kind")
+    if kind not in ("AdaptableRegressor", "AdaptablePolicy", "AdaptableQNetwork"):
+        raise ValueError(f"{path}: TFLite adapt supports AdaptableRegressor, AdaptablePolicy and "
+                         f"AdaptableQNetwork exports, this one is {kind!r}")
+    m = tf.saved_model.load(path)
+    params = [np.asarray(p) for p in m.params]
+    rule = _saved_rule(m)
+    steps = int(meta.get("max_num_steps", 100))
+    if kind == "AdaptableRegressor":
+        act = _hidden_activation(path)
+        module = regressor_module(None, params, rule, steps,
+                                  activations=[act] * (len(params) // 2 - 1) + ["linear"])
+    elif kind == "AdaptablePolicy":
+        dist = meta["distribution"]
+        n_dense = len(params) - (1 if dist == "gaussian" else 0)
+        act = _hidden_activation(path) if n_dense > 2 else "linear"
+        structure = ([act] * (n_dense // 2 - 1) + ["linear"], dist,
+                     math.log(min_std) if dist == "gaussian" else 0.0)
+        module = policy_module(None, params, rule, meta.get("estimator", "lvc"), steps,
+                               structure=structure)
+    else:
+        module = q_network_module(params, np.asarray(m.z_init), rule, meta["activation"],
+                                  meta["discount"], meta.get("huber_delta", 1.0), steps)
+    _verify(module, m, kind, meta)
+    return module
+
+
+def _verify(module, m, kind, meta, tol=1e-4):
+    """Both graphs on the same random inputs must agree (catches a wrong structure guess)."""
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    d_in = int(module.weights[0].shape[0])
+    if kind == "AdaptableQNetwork":
+        d_in -= int(module.z_init.shape[0])
+    x = rng.normal(size=(6, d_in)).astype(f32)
+    pairs = []
+    if kind == "AdaptableRegressor":
+        d_out = int(module.weights[-1].shape[-1])
+        args = (x, rng.normal(size=(6, d_out)).astype(f32), x[:3], tf.constant(2))
+        pairs.append((module.adapt(*args)["y"], m.signatures["adapt"](
+            support_x=args[0], support_y=args[1], query_x=args[2], num_steps=args[3])["y"]))
+        pairs.append((module.serving_default(x)["y"], m.signatures["serving_default"](x=x)["y"]))
+    elif kind == "AdaptablePolicy":
+        from metarl_tf.algorithms import pg_losses
+
+        e, h = 3, 5
+        obs = rng.normal(size=(e, h, d_in)).astype(f32)
+        acts = (rng.normal(size=(e, h, int(module.weights[-1].shape[-1]))).astype(f32)
+                if module.distribution == "gaussian" else
+                rng.integers(0, int(module.weights[-1].shape[-1]), (e, h)).astype(np.int32))
+        rew, mask = rng.normal(size=(e, h)).astype(f32), np.ones((e, h), f32)
+        ep = pg_losses.Episodes(obs[None], acts[None], rew[None], mask[None])
+        adv = pg_losses.compute_advantages(ep, meta.get("discount", 0.99), meta.get("gae_lambda", 1.0),
+                                           None, meta.get("normalize_advantages", True))[0]
+        pairs.append((module.adapt(obs, acts, adv, mask, tf.constant(1))["params"],
+                      m.signatures["adapt"](observations=obs, actions=acts, rewards=rew, mask=mask,
+                                            num_steps=tf.constant(1))["params"]))
+        key = "log_std" if module.distribution == "gaussian" else "logits"
+        pairs.append((module.serving_default(x)[key],
+                      m.signatures["serving_default"](observation=x)[key]))
+    else:
+        n = 6
+        args = (x, rng.integers(0, int(module.weights[-1].shape[-1]), n).astype(np.int32),
+                rng.normal(size=n).astype(f32), rng.normal(size=(n, d_in)).astype(f32),
+                np.zeros(n, f32), tf.constant(2))
+        names = ("observations", "actions", "rewards", "next_observations", "dones", "num_steps")
+        pairs.append((module.adapt(*args)["z"], m.signatures["adapt"](**dict(zip(names, args)))["z"]))
+    for a, b in pairs:
+        diff = float(np.abs(np.asarray(a) - np.asarray(b)).max())
+        if not diff <= tol * (1.0 + float(np.abs(np.asarray(b)).max())):
+            raise ValueError(f"the TFLite module does not reproduce the SavedModel ({kind}): max "
+                             f"difference {diff:.3g}; is the network a plain MLP with one hidden "
+                             "activation (and, for a Gaussian policy, the given min_std)?")
 
 
 # -- conversion and running -------------------------------------------------------------------------

@@ -241,3 +241,26 @@ def test_tflite_model_checks_inputs(tmp_path):
     bad = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, "elu"), keras.layers.Dense(1)])
     with pytest.raises(ValueError, match="supports hidden activations .* got 'elu'"):
         tflite.regressor_module(bad)
+
+
+def test_from_saved_model_every_family(tmp_path, tmp_path_factory):
+    """An export converts as it is: weights, rates and settings read from it, verified equal."""
+    from serving_standin import shared_exports
+
+    base, built = shared_exports(tmp_path_factory)  # built once per process with the serving tests
+    for name, ex in built.items():
+        if ex.get("recurrent"):
+            with pytest.raises(ValueError, match="supports AdaptableRegressor, AdaptablePolicy"):
+                tflite.module_from_saved_model(ex["path"])
+            continue
+        module = tflite.module_from_saved_model(ex["path"])  # raises if it does not reproduce it
+        if name != "sinusoid":
+            continue  # the regressor: also through the converter and the interpreter
+        m = tflite.TFLiteModel(tflite.convert(module, str(tmp_path / "s.tflite"))[0], 20)
+        got = m("adapt", **ex["adapt"])["y"]
+        want = tf.saved_model.load(ex["path"]).signatures["adapt"](
+            **{k: tf.constant(v) for k, v in ex["adapt"].items()})["y"].numpy()
+        np.testing.assert_allclose(got, want, **TOL)
+    with pytest.raises(ValueError, match="does not reproduce the SavedModel"):
+        tflite.module_from_saved_model(built["gaussian_policy"]["path"], min_std=2.0)
+
