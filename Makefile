@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.metarl-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-rl test bench venv clean
+.PHONY: demo demo-rl demo-sinusoid test bench venv clean
 
 venv: $(STAMP)
 
@@ -16,11 +16,14 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,mujoco,metaworld,serving]"
 	touch $(STAMP)
 
+# The RL story: meta-train MAML-TRPO on PointNav, export, adapt the SavedModel to new goals.
 demo: $(STAMP)
-	$(PY) examples/sinusoid_demo.py --out demo_out
-
-demo-rl: $(STAMP)
 	$(PY) examples/pointnav_demo.py --out demo_out
+
+demo-rl: demo
+
+demo-sinusoid: $(STAMP)
+	$(PY) examples/sinusoid_demo.py --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
