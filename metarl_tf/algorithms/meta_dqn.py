@@ -68,6 +68,7 @@ class MetaDQNConfig:
     inner_steps: int = 3  # Gradient steps on z in training and evaluation (0: task-agnostic DQN).
     inner_lr: float = 1.0  # Inner rate on z (initial value when learn_inner_lr).
     learn_inner_lr: bool = True  # Meta-learn one inner rate per z dimension (Meta-SGD on z).
+    learn_z_init: bool = True  # Meta-learn z_0 (False: z_0 stays 0, as CAVIA's context reset).
     first_order: bool = False  # Stop the gradient through the inner gradients.
     num_train_tasks: int = 32  # Pool of training tasks, each with its own replay buffer.
     meta_batch_size: int = 16  # Pool tasks per meta-update.
@@ -103,7 +104,7 @@ class MetaDQNConfig:
         check_int(self, "z_dim", minimum=0)
         check_int(self, "inner_steps", minimum=0)
         check_float(self, "inner_lr")
-        for name in ("learn_inner_lr", "first_order", "double_dqn", "jit_compile"):
+        for name in ("learn_inner_lr", "learn_z_init", "first_order", "double_dqn", "jit_compile"):
             check_bool(self, name)
         for name in ("num_train_tasks", "meta_batch_size", "support_size", "random_buffer_size",
                      "query_batch_size",
@@ -347,6 +348,8 @@ class MetaDQNLearner:
                                         name="inner_rates") if cfg.learn_inner_lr else None)
         self.meta_variables = self.params + [self.z_init] + (
             [self.inner_rates] if cfg.learn_inner_lr else [])
+        # gradients of frozen meta-variables (z_0 when learn_z_init is False) are zeroed
+        self._frozen = {len(self.params)} if not cfg.learn_z_init else set()
         self.target = [tf.Variable(v, trainable=False, name=f"target_{i}")
                        for i, v in enumerate(self.params)]
         self.optimizer = keras.optimizers.Adam(cfg.learning_rate, global_clipnorm=cfg.max_grad_norm)
@@ -496,6 +499,7 @@ class MetaDQNLearner:
             z = adapted.params[0]
             loss = tf.reduce_mean(outer_td_loss(net, target, z, query, cfg, self.activation))
         grads = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = [tf.zeros_like(g) if i in self._frozen else g for i, g in enumerate(grads)]
         self.optimizer.apply_gradients(zip(grads, self.meta_variables))
         # 3. target network
         online = [tf.convert_to_tensor(v) for v in self.params]
