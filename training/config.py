@@ -22,6 +22,7 @@ from metarl_tf.algorithms import (MAMLConfig, MAMLLearner, MetaSGDConfig, MetaSG
 from metarl_tf.algorithms.maml_rl import (MAMLRLConfig, MAMLRLLearner, MetaSGDRLLearner,
                                           ReptileRLConfig, ReptileRLLearner)
 from metarl_tf.algorithms.meta_dqn import MetaDQNConfig, MetaDQNLearner
+from metarl_tf.algorithms.rl2 import RL2Config, RL2Learner, rl2_policy_for
 from metarl_tf.networks import gaussian_mlp_policy, mlp
 from metarl_tf.networks.q_network import TaskConditionedQNetwork
 from metarl_tf.networks.mlp import check_mlp_args
@@ -45,17 +46,22 @@ ALGORITHMS = {
     # the fine-tuning baseline: a task-agnostic DQN on all train tasks, fine-tuned whole at test
     "finetune-dqn": (MetaDQNConfig, MetaDQNLearner,
                      {"inner_steps": 0, "eval_adaptation": "finetune"}, "dqn"),
+    "rl2": (RL2Config, RL2Learner, {}, "rl2"),
 }
-# name -> (attribute of metarl_tf.tasks, kind); MuJoCo / Meta-World families load on first use.
+# name -> (attribute of metarl_tf.tasks, kind or tuple of kinds); MuJoCo / Meta-World families
+# load on first use.
 TASKS = {
     "sinusoid": ("SinusoidTasks", "supervised"),
-    "pointnav": ("PointNavTasks", "rl"),
+    "pointnav": ("PointNavTasks", ("rl", "rl2")),
     "halfcheetah-vel": ("HalfCheetahVelTasks", "rl"),
     "halfcheetah-dir": ("HalfCheetahDirTasks", "rl"),
     "ant-dir": ("AntDirTasks", "rl"),
     "cartpole-dir": ("CartPoleDirTasks", "dqn"),
     "gridworld": ("GridWorldTasks", "dqn"),
     "mountaincar-lr": ("MountainCarLRTasks", "dqn"),
+    "bandits": ("BernoulliBanditTasks", "rl2"),
+    "tabular-mdp": ("TabularMDPTasks", "rl2"),
+    "ml1": ("MetaWorldTasks", "rl2"),
 }
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 # kind -> builder(config, tasks, strategy) -> learner, for kinds beyond "supervised" and "rl" (RL²,
@@ -68,6 +74,7 @@ EXPORTERS = {
     "supervised": "export.saved_model:export_learner",
     "rl": "export.policy:export_policy_learner",
     "dqn": "export.qnetwork:export_qnetwork_learner",
+    "rl2": "export.recurrent:export_rl2_learner",
 }
 # Fields every supervised algorithm config has; they carry over when --algo switches algorithm.
 SHARED_FIELDS = ("meta_batch_size", "num_support", "num_query", "jit_compile", "steps_per_execution")
@@ -117,8 +124,10 @@ class ExperimentConfig:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"`algorithm` must be one of {sorted(ALGORITHMS)}, got {self.algorithm!r}")
         cls, _, forced, kind = ALGORITHMS[self.algorithm]
-        if TASKS[self.task][1] != kind:
-            valid = sorted(a for a, spec in ALGORITHMS.items() if spec[3] == TASKS[self.task][1])
+        task_kinds = TASKS[self.task][1]
+        task_kinds = (task_kinds,) if isinstance(task_kinds, str) else tuple(task_kinds)
+        if kind not in task_kinds:
+            valid = sorted(a for a, spec in ALGORITHMS.items() if spec[3] in task_kinds)
             raise ValueError(f"`algorithm` {self.algorithm!r} does not apply to task {self.task!r}; "
                              f"algorithms for it: {valid}")
         algo = self.algorithm_config
@@ -320,3 +329,23 @@ def _build_dqn_learner(config: ExperimentConfig, tasks, strategy=None):
 
 
 LEARNER_BUILDERS["dqn"] = _build_dqn_learner
+
+
+def _build_rl2_learner(config: ExperimentConfig, tasks, strategy=None):
+    """RL²: a recurrent policy sized by the task family; ``network.hidden[-1]`` is the cell width,
+    the widths before it an MLP in front of the cell; the bandit family takes ``num_arms`` and the
+    trial length from the algorithm config."""
+    if strategy is not None:
+        raise ValueError("`distribute` applies to the supervised learners only; RL² runs on one "
+                         "device (set distribute: none)")
+    cfg, net = config.algorithm_config, config.network
+    if type(tasks).__name__ == "BernoulliBanditTasks":
+        tasks = type(tasks)(num_arms=cfg.num_arms, num_pulls=cfg.episodes_per_trial)
+    elif type(tasks).__name__ == "TabularMDPTasks":
+        tasks = type(tasks)(num_episodes=cfg.episodes_per_trial, horizon=cfg.horizon or 10)
+    policy = rl2_policy_for(tasks, units=net.hidden[-1], cell=cfg.cell, hidden=net.hidden[:-1],
+                            activation=net.activation, seed=config.seed)
+    return RL2Learner(policy, tasks, cfg, seed=config.seed)
+
+
+LEARNER_BUILDERS["rl2"] = _build_rl2_learner

@@ -9,3 +9,7 @@ from metarl_tf.algorithms.maml_rl import (MAMLRLConfig, MAMLRLLearner, MetaSGDRL
 __all__ = ["MAMLConfig", "MAMLLearner", "MetaSGDConfig", "MetaSGDLearner", "ReptileConfig",
            "ReptileLearner", "reptile_direction", "inner_pg_loss", "MAMLRLConfig", "MAMLRLLearner",
            "MetaSGDRLLearner", "ReptileRLConfig", "ReptileRLLearner", "pretrained_baseline"]
+from metarl_tf.algorithms.rl2 import (RL2Config, RL2Learner, ppo_loss,  # noqa: E402
+                                      rl2_policy_for, trial_advantages)
+
+__all__ += ["RL2Config", "RL2Learner", "ppo_loss", "rl2_policy_for", "trial_advantages"]

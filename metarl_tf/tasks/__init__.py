@@ -18,6 +18,8 @@ from metarl_tf.tasks.regression import (SinusoidTasks, sample_task_batch, task_b
 from metarl_tf.tasks.cartpole import CartPoleDirEnv, CartPoleDirTasks, CartPoleTF
 from metarl_tf.tasks.gridworld import GridWorldEnv, GridWorldTasks, GridWorldTF
 from metarl_tf.tasks.mountaincar import MountainCarLREnv, MountainCarLRTasks, MountainCarTF
+from metarl_tf.tasks.bandits import BanditEnv, BanditTF, BernoulliBanditTasks  # RL² families
+from metarl_tf.tasks.tabular_mdp import MDPTask, TabularMDPEnv, TabularMDPTasks, TabularMDPTF
 
 # id -> (entry point, max_episode_steps, kwargs): the optional families (horizons: MAML-RL's 200
 # steps for the locomotion tasks, Meta-World's max_path_length 500).
@@ -68,4 +70,6 @@ __all__ = ["SinusoidTasks", "sample_task_batch", "task_batch_from_params", "Poin
            "PointNavState", "PointNavTasks", "PointNavTF", "register_optional_envs",
            "CartPoleDirEnv", "CartPoleDirTasks", "CartPoleTF", "GridWorldEnv", "GridWorldTasks",
            "GridWorldTF", "MountainCarLREnv", "MountainCarLRTasks", "MountainCarTF"]
+__all__ += ["BanditEnv", "BanditTF", "BernoulliBanditTasks", "MDPTask", "TabularMDPEnv",
+            "TabularMDPTasks", "TabularMDPTF"]
 # (the lazy names stay out of __all__, so that `import *` does not need MuJoCo or Meta-World)
