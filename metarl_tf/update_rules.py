@@ -176,7 +176,8 @@ class MetaLSTM(NamedTuple):
 
     def update(self, params, grads, state, loss):
         params = list(params)
-        kernel, recurrent, bias, w_f, b_f, w_i, b_i = [tf.convert_to_tensor(w) for w in self.weights]
+        kernel, recurrent, bias, w_f, b_f, w_i, b_i = (tf.convert_to_tensor(w)
+                                                       for w in self.weights)
         dtype = params[0].dtype
         theta, g = _flatten(params), _flatten(grads)  # [T, N]
         loss = tf.convert_to_tensor(loss, dtype)

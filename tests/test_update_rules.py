@@ -5,7 +5,6 @@ import math
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,7 +12,6 @@ import tensorflow as tf
 from metarl_tf import adaptation, update_rules
 from metarl_tf.algorithms import MAMLConfig, MAMLLearner, MetaSGDConfig
 from metarl_tf.algorithms.maml_rl import MAMLRLConfig, MAMLRLLearner
-from metarl_tf.core import TaskBatch
 from metarl_tf.networks import gaussian_mlp_policy, mlp
 from metarl_tf.params import FunctionalModel, mse
 from metarl_tf.tasks import PointNavTasks, SinusoidTasks, sample_task_batch
@@ -81,7 +79,8 @@ def test_rule_weights_receive_meta_gradients(first_order):
     cfg = MAMLConfig(update_rule="meta_lstm", rule_hidden_size=H, inner_steps=2, inner_lr=0.05,
                      first_order=first_order, query_every_step=True, jit_compile=False)
     learner = MAMLLearner(mlp(1, 1, (8,), seed=2), SinusoidTasks(), cfg, seed=2)
-    assert len(learner.extra_variables) == 7 and learner.meta_variables[-7:] == learner.extra_variables
+    assert len(learner.extra_variables) == 7
+    assert learner.meta_variables[-7:] == learner.extra_variables
     with tf.GradientTape() as tape:
         loss, _ = learner.meta_loss(tiny_batch())
     grads = tape.gradient(loss, learner.extra_variables)
@@ -251,5 +250,6 @@ def test_non_finite_gradients_entering_the_rule_name_the_step(compiled):
                              r"\(counting from 1\)"):
         (tf.function(two_steps) if compiled else two_steps)()
     # A loss blowing up is caught the same way at step 1.
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"at inner step 1 \(counting from 1\)"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"at inner step 1 \(counting from 1\)"):
         rule.update(theta, good, rule.init_state(theta), tf.constant([float("inf")]))

@@ -171,7 +171,8 @@ class MAMLLearner:
             query_loss = tf.add_n([mse(self.fmodel.apply_batched(p, batch.query_x), batch.query_y)
                                    for p in adapted.trajectory]) / len(adapted.trajectory)
         else:
-            query_loss = mse(self.fmodel.apply_batched(adapted.params, batch.query_x), batch.query_y)
+            query_loss = mse(self.fmodel.apply_batched(adapted.params, batch.query_x),
+                             batch.query_y)
         pre = adapted.support_loss if adapted.support_loss is not None else support_loss(params)
         return tf.reduce_mean(query_loss), tf.reduce_mean(pre)
 
