@@ -23,8 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Kept here (not imported from training.config) so that `--help` does not import TensorFlow;
 # tests check it equals training.config.ALGORITHMS.
 ALGORITHM_NAMES = ("fomaml", "maml", "maml-promp", "maml-trpo", "metasgd", "metasgd-rl", "reptile",
-                   "reptile-rl", "metalstm", "metapg", "meta-dqn",
-                   "finetune-dqn")
+                   "reptile-rl", "metalstm", "metapg", "meta-dqn", "finetune-dqn",
+                   "rl2")
 
 EPILOG = """examples:
   metarl train maml-sinusoid --out runs/maml --threads 1
