@@ -54,6 +54,9 @@ def test_n_step_return_stops_at_the_episode_end_by_hand():
     np.testing.assert_allclose(out.reward, [2.0, 3.0, 1.0])
     np.testing.assert_allclose(out.discount, [0.0, 0.125, 0.5])
     np.testing.assert_array_equal(out.last, [1, 2, 0])
+    batched = dqn.n_step_return(r[None], terminated[None], boundary[None], 0.5)  # [T, B, n]
+    np.testing.assert_allclose(batched.discount, [[0.0, 0.125, 0.5]])
+    np.testing.assert_array_equal(batched.last, [[1, 2, 0]])
 
 
 def test_target_updates_and_epsilon_schedule():

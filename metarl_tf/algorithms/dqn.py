@@ -68,7 +68,7 @@ class NStep(NamedTuple):
 
 def n_step_return(r: tf.Tensor, terminated: tf.Tensor, boundary: tf.Tensor,
                   gamma: float) -> NStep:
-    """n-step returns from ``[B, n]`` consecutive transitions of one environment each.
+    """n-step returns from ``[..., n]`` consecutive transitions of one environment each.
 
     ``boundary[k]`` is 1 when the episode ended at step ``k`` (terminated or truncated by the time
     limit): later steps belong to another episode and are ignored. With ``n = 1`` this is the
@@ -89,7 +89,8 @@ def n_step_return(r: tf.Tensor, terminated: tf.Tensor, boundary: tf.Tensor,
     reward = tf.reduce_sum(alive * powers * r, axis=-1)
     steps = tf.reduce_sum(alive, axis=-1)  # m
     last = tf.cast(steps, tf.int32) - 1
-    term_last = tf.gather(terminated, last, axis=-1, batch_dims=1)
+    term_last = tf.gather(terminated, last[..., None], axis=-1,
+                          batch_dims=len(last.shape))[..., 0]
     discount = tf.pow(tf.cast(gamma, r.dtype), steps) * (1.0 - term_last)
     return NStep(reward, discount, last)
 
