@@ -9,13 +9,13 @@ call, one intra-op and one inter-op TensorFlow thread. The two sides:
 
 * learner: ``MAMLLearner(mlp(1, 1), SinusoidTasks(), cfg).train(n)`` -- task sampling inside the
   compiled step, the whole 50-step loop one XLA call;
-* fit: ``MetaModel(mlp(1, 1), cfg, tasks=SinusoidTasks())`` compiled with ``jit_compile=True,
-  steps_per_execution=50`` and ``fit()`` on ``seed_dataset()`` (infinite): the dataset yields only the
-  stateless seed of each meta-step, and the fused train function samples the meta-batch inside the
-  XLA step, then runs the learner's ``grads`` / ``apply`` -- 50 meta-steps per compiled call, as the
-  learner runs them;
-* fit_tensors: the same ``fit()`` on ``task_dataset(SinusoidTasks(), 25, 10, 10)`` (the meta-batch
-  tensors sampled in a tf.data pipeline, the path for your own episodes), for comparison.
+* fit: ``MetaModel(mlp(1, 1), cfg)`` compiled with ``jit_compile=True, steps_per_execution=50`` and
+  ``fit()`` on ``task_dataset(SinusoidTasks(), 25, 10, 10)`` (infinite): meta-batch tensors sampled
+  in a tf.data pipeline (XLA, in blocks), read 50 at a time (``fit`` batches an infinite dataset by
+  ``steps_per_execution``), then one XLA call runs the learner's ``grads`` / ``apply`` 50 times;
+* fit_seeds: ``MetaModel(..., tasks=SinusoidTasks())`` and ``fit()`` on ``seed_dataset()``: the
+  dataset yields only each meta-step's stateless seed and the XLA step samples the meta-batch, as
+  the learner does.
 
 Throughput: after a warm-up call each (trace + XLA compile), the three runs are timed in turn, in
 the same process, ``--repeats`` rounds, ``--timed-steps`` meta-steps per timing (a whole ``train(n)``
@@ -31,7 +31,7 @@ code at each meta-step) are each meta-trained for ``--quality-steps`` meta-steps
 ``MetaModel.adaptation_curve``): query MSE after 0, 1 and 10 inner steps with 95% intervals. Printed
 too: the largest weight difference between the two after 1000 steps and at the end.
 
-Output is ``key=value`` lines; the last three are ``fit_meta_steps_per_s``,
+Output is ``key=value`` lines; the last three are ``fit_meta_steps_per_s`` (the ``task_dataset`` path),
 ``learner_meta_steps_per_s`` and ``ratio`` (fit / learner, wall-clock medians).
 """
 from __future__ import annotations
@@ -93,10 +93,10 @@ def timed(fn, steps):
 
 
 def throughput(steps, repeats):
-    """Timings in turn, in one process: the learner, fit() on task seeds, fit() on meta-batches."""
+    """Timings in turn, in one process: the learner, fit() on meta-batches, fit() on task seeds."""
     learner = make_learner()
-    models = {"fit": make_meta_model(), "fit_tensors": make_meta_model()}
-    data = {"fit": seed_dataset(), "fit_tensors": dataset()}
+    models = {"fit": make_meta_model(), "fit_seeds": make_meta_model()}
+    data = {"fit": dataset(), "fit_seeds": seed_dataset()}
     runs = {"learner": lambda: learner.train(steps)}
     for name in models:
         runs[name] = (lambda m, d: lambda: m.fit(d, steps_per_epoch=steps, epochs=1, verbose=0))(
@@ -124,13 +124,13 @@ def throughput(steps, repeats):
         emit(f"{name}_timings", ",".join(f"{r:.1f}" for r in rates[name]))
         emit(f"{name}_cpu_us_per_meta_step", statistics.median(cpu[name]))
         emit(f"{name}_meta_steps_per_s_median", medians[name])
-    for name in ("fit", "fit_tensors"):
+    for name in ("fit", "fit_seeds"):
         per_round = [f / l for f, l in zip(rates[name], rates["learner"])]
         emit(f"ratio_{name}_per_round", ",".join(f"{r:.3f}" for r in per_round))
         emit(f"ratio_{name}_per_round_median", statistics.median(per_round))
         # CPU per meta-step is steadier than wall time on a shared machine: learner / fit.
         emit(f"cpu_ratio_{name}", statistics.median(cpu["learner"]) / statistics.median(cpu[name]))
-    emit("ratio_fit_tensors", medians["fit_tensors"] / medians["learner"])
+    emit("ratio_fit_seeds", medians["fit_seeds"] / medians["learner"])
     return medians["fit"], medians["learner"]
 
 

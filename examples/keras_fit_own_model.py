@@ -1,6 +1,6 @@
 """Meta-train YOUR Keras model on YOUR regression family with compile() and fit() (MAML).
 
-    python examples/keras_fit_own_model.py [EXPORT_BASE]
+    python examples/keras_fit_own_model.py [EXPORT_DIR]
 
 The family is lines ``y = a x + b`` (``a, b ~ U[-2, 2]``): any object with these three batched,
 pure-TensorFlow methods is a task family (``metarl_tf.core.RegressionTaskDistribution``). The model is
@@ -38,4 +38,4 @@ meta.fit(task_dataset(Lines(), 16, 5, 10), steps_per_epoch=500, epochs=5,
          callbacks=[keras.callbacks.EarlyStopping(monitor="val_query_loss", patience=1)])
 curve = meta.adaptation_curve(Lines(), num_tasks=600, num_support=5, num_steps=5)
 print("held-out query MSE after 0..5 inner steps:", [round(m, 3) for m in curve["mse"]])
-print("exported:", meta.export(sys.argv[1] if len(sys.argv) > 1 else "exports", name="lines"))
+print("exported:", meta.export(sys.argv[1] if len(sys.argv) > 1 else "lines_model"))
