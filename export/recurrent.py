@@ -41,7 +41,7 @@ from metarl_tf import __version__
 from metarl_tf.networks.policies import split_gaussian
 from metarl_tf.networks.recurrent import RecurrentApply, rl2_input
 
-SIGNATURE_KEYS = ("get_initial_state", "action")
+SIGNATURE_KEYS = ("serving_default", "get_initial_state", "action")
 
 
 class AdaptiveRecurrentPolicy(tf.Module):
@@ -133,7 +133,9 @@ class AdaptiveRecurrentPolicy(tf.Module):
         self.action = action
 
     def signatures(self) -> dict:
-        return {"get_initial_state": self.get_initial_state, "action": self.action}
+        # serving_default = action: TF Serving routes requests without a signature_name to it.
+        return {"serving_default": self.action, "get_initial_state": self.get_initial_state,
+                "action": self.action}
 
     def metadata(self) -> dict:
         return {"kind": "AdaptiveRecurrentPolicy", "metarl_tf_version": __version__,

@@ -26,18 +26,12 @@ def save(tmp_path, name, module, signatures):
 def test_every_export_passes(exports):
     for name, ex in exports.items():
         report = check_saved_model(ex["path"])
-        if name == "rl2_policy" and not report.ok:
-            # RL²'s export (H3) has get_initial_state/action but, at the time of writing, no
-            # serving_default: TF Serving needs one for requests without signature_name. That is
-            # its only failure; everything else must pass.
-            assert len(report.failures) == 1 and "no `serving_default` signature" in \
-                report.failures[0], report.failures
-            continue
         assert report.ok, (name, report.failures)
         # the checks that matter all ran: tag, default signature, method, batch dims, no PyFunc
         text = "\n".join(report.passed)
         for what in ("MetaGraph tagged {serve}", "serving_default present",
-                     "signature `adapt`: method tensorflow/serving/predict", "no Python ops",
+                     "signature `serving_default`: method tensorflow/serving/predict",
+                     "no Python ops",
                      "every op registered in TensorFlow"):
             assert what in text, (name, what)
     sigs = read_signatures(exports["gaussian_policy"]["path"])
