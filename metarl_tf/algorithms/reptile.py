@@ -56,6 +56,11 @@ class ReptileConfig:
     def first_order(self) -> bool:
         return True
 
+    @property
+    def query_every_step(self) -> bool:
+        """The logged query loss is the one after the last inner step (as MAML's default)."""
+        return False
+
 
 def reptile_direction(theta, adapted):
     """``theta - mean_i adapted_i`` per parameter tensor (``adapted``: ``[B, *shape]``).
