@@ -261,6 +261,28 @@ def _fold(seed, *keys):
     return seed
 
 
+def _train_in_executions(learner, steps: int) -> dict[str, float]:
+    """Runs ``steps`` of ``learner._iteration``, ``config.steps_per_execution`` per compiled call
+    (``learner._train_fn`` compiles ``_many_iterations``); returns the last metrics as floats."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}")
+    metrics = {}
+    done = 0
+    while done < steps:
+        chunk = min(learner.config.steps_per_execution, steps - done)
+        metrics = learner._train_fn(tf.constant(chunk, tf.int32))
+        done += chunk
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _many_iterations(iteration, n):
+    """``n`` (a scalar tensor >= 1) calls of ``iteration`` in one graph; the last metrics."""
+    metrics = iteration()
+    for _ in tf.range(n - 1):
+        metrics = iteration()
+    return metrics
+
+
 def _ci95(rows: np.ndarray) -> float:
     return float(1.96 * rows.std() / math.sqrt(max(len(rows), 1)))
 
@@ -365,7 +387,8 @@ class MetaDQNLearner:
         loop = init_loop(self.env, self.pool, _fold(base, 1))
         self.loop = [tf.Variable(x, trainable=False, name=f"loop_{i}") for i, x in enumerate(loop)]
         self.z_act = tf.Variable(tf.zeros([n, cfg.z_dim]), trainable=False, name="z_act")
-        self._train_fn = tf.function(self._train_many, jit_compile=cfg.jit_compile)
+        self._train_fn = tf.function(lambda n: _many_iterations(self._iteration, n),
+                                     jit_compile=cfg.jit_compile)
         self._eval_fns: dict = {}
         self._prefill()
 
@@ -436,21 +459,7 @@ class MetaDQNLearner:
     # -- training -------------------------------------------------------------------------------
     def train(self, steps: int) -> dict[str, float]:
         """Runs ``steps`` meta-iterations; returns the last one's metrics (Python floats)."""
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}")
-        metrics = {}
-        done = 0
-        while done < steps:
-            chunk = min(self.config.steps_per_execution, steps - done)
-            metrics = self._train_fn(tf.constant(chunk, tf.int32))
-            done += chunk
-        return {k: float(v) for k, v in metrics.items()}
-
-    def _train_many(self, n):
-        metrics = self._iteration()
-        for _ in tf.range(n - 1):
-            metrics = self._iteration()
-        return metrics
+        return _train_in_executions(self, steps)
 
     def _iteration(self):
         cfg = self.config
@@ -644,7 +653,7 @@ class PerTaskDQNLearner:
         loop = init_loop(self.env, self.tasks, _fold(self._base_seed, 1))
         self.loop = [tf.Variable(x, trainable=False) for x in loop]
         self.z = tf.zeros([t, 0])
-        self._train_fn = tf.function(self._train_many)
+        self._train_fn = tf.function(lambda n: _many_iterations(self._iteration, n))
         self._prefill()
 
     @property
@@ -662,19 +671,8 @@ class PerTaskDQNLearner:
                 var.assign(value)
 
     def train(self, steps: int) -> dict[str, float]:
-        metrics = {}
-        done = 0
-        while done < steps:
-            chunk = min(self.config.steps_per_execution, steps - done)
-            metrics = self._train_fn(tf.constant(chunk, tf.int32))
-            done += chunk
-        return {k: float(v) for k, v in metrics.items()}
-
-    def _train_many(self, n):
-        metrics = self._iteration()
-        for _ in tf.range(n - 1):
-            metrics = self._iteration()
-        return metrics
+        """Runs ``steps`` iterations; returns the last one's metrics (Python floats)."""
+        return _train_in_executions(self, steps)
 
     def _iteration(self):
         cfg = self.config
