@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="TensorFlow intra- and inter-op threads (0 = TensorFlow's default; "
                    "1 is fastest for small models on few cores)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or config echo")
+    t.add_argument("--skip-nonfinite", type=int, default=0, metavar="N",
+                   help="skip up to N meta-batches whose loss, gradient or update is NaN/inf "
+                   "(the bad update is rolled back; default 0: stop at the first)")
 
     v = sub.add_parser("evaluate", help="adaptation curve of a run on held-out tasks",
                        description="Query MSE after 0..N inner steps on held-out tasks, from the "
@@ -148,7 +151,10 @@ def _train(args) -> int:
         config = apply_overrides(config, args.set)
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
-    summary = train(config, run_dir, quiet=args.quiet, resume=bool(args.resume))
+    if args.skip_nonfinite < 0:
+        raise ValueError(f"--skip-nonfinite must be >= 0, got {args.skip_nonfinite}")
+    summary = train(config, run_dir, quiet=args.quiet, resume=bool(args.resume),
+                    skip_nonfinite=args.skip_nonfinite)
     print(f"run_dir={run_dir}")
     print(f"steps={summary['steps']} train_seconds={summary['train_seconds']:.1f}")
     print(_curve_line(summary["eval"]))

@@ -21,6 +21,7 @@ import time
 import tensorflow as tf
 
 from training.config import ExperimentConfig, build_learner, kind_of, make_strategy
+from training.nonfinite import NonFiniteGuard
 
 
 def checkpoint_manager(learner, run_dir: str, keep: int = 3) -> tf.train.CheckpointManager:
@@ -103,10 +104,14 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: bool = False) -> dict:
+def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: bool = False,
+          skip_nonfinite: int = 0) -> dict:
     """Meta-trains ``config`` into ``run_dir``; returns the summary (also in ``summary.json``).
 
-    With ``resume``, continues from the run directory's latest checkpoint.
+    With ``resume``, continues from the run directory's latest checkpoint. A NaN/inf loss, gradient
+    or parameter raises ``NonFiniteError`` naming the meta-step and tensor, with the bad update rolled
+    back, the last good checkpoint kept and the batch saved under ``nonfinite/``; up to
+    ``skip_nonfinite`` such batches are skipped instead (``training/nonfinite.py``).
     """
     os.makedirs(run_dir, exist_ok=True)
     config_path = os.path.join(run_dir, "config.json")
@@ -130,6 +135,7 @@ def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: b
         restore_latest(manager)
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
     progress = _Progress(config.steps, quiet)
+    guard = NonFiniteGuard(learner, run_dir, skip_nonfinite)
 
     first_step = learner.step
     start = time.perf_counter()
@@ -140,7 +146,7 @@ def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: b
         boundary = min(config.steps, (step // config.log_every + 1) * config.log_every,
                        (step // config.checkpoint_every + 1) * config.checkpoint_every)
         t0 = time.perf_counter()
-        metrics = learner.train(boundary - step)
+        metrics = guard.train(boundary - step)
         dt = time.perf_counter() - t0
         for key, value in metrics.items():
             if not math.isfinite(value):
