@@ -107,3 +107,86 @@ def test_nonfinite_gradient_is_named(tmp_path):
         guard.train(5)
     assert learner.step == 2  # rolled back to the state before the bad meta-step
     assert all(np.isfinite(v.numpy()).all() for v in learner.meta_variables)
+
+
+# -- point 3: environment faults in the gymnasium sampler --------------------------------------
+import gymnasium  # noqa: E402
+
+from metarl_tf.rollouts.sampler import EnvFaults, collect_episodes, make_vector_env  # noqa: E402
+from metarl_tf.tasks import PointNavTasks  # noqa: E402
+
+
+class FaultyEnv(gymnasium.Wrapper):
+    """PointNav that faults at step ``at`` of an episode: raises, returns a NaN observation, or kills
+    its own (AsyncVectorEnv worker) process. With ``marker``, only the first env to get there
+    faults (the marker file survives worker processes and restarts); without, every time."""
+
+    def __init__(self, env, how, at=3, marker=None):
+        super().__init__(env)
+        self.how, self.at, self.marker, self.t = how, at, marker, 0
+
+    def reset(self, **kwargs):
+        self.t = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self.t += 1
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.t == self.at and (self.marker is None or not os.path.exists(self.marker)):
+            if self.marker is not None:
+                open(self.marker, "w").close()
+            if self.how == "raise":
+                raise RuntimeError("simulator exploded")
+            if self.how == "nan":
+                obs = np.full_like(obs, np.nan)
+            if self.how == "exit":
+                os._exit(3)
+        return obs, reward, terminated, truncated, info
+
+
+def _random_policy(obs, task_ids):
+    return np.random.default_rng(0).uniform(-0.1, 0.1, (len(obs), 2)).astype(np.float32)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")     # gymnasium: closing a dead worker's env
+@pytest.mark.parametrize("how,asynchronous", [("raise", False), ("nan", False), ("exit", True)])
+def test_env_fault_restarts_recollects_and_counts(how, asynchronous, tmp_path):
+    family = PointNavTasks()
+    marker = str(tmp_path / "faulted")
+    envs = make_vector_env(lambda: FaultyEnv(family.make_env(), how, marker=marker), num_envs=2,
+                           asynchronous=asynchronous, context="fork" if asynchronous else None)
+    faults = EnvFaults()
+    try:
+        # 2 tasks x 2 episodes, 2 sub-envs: 2 waves; the fault hits wave 0 at step 3.
+        with pytest.warns(RuntimeWarning, match=r"environment fault 1/3, restarting"):
+            ep = collect_episodes(envs, _random_policy, family.sample(2, seed=0),
+                                  episodes_per_task=2, horizon=5, seed=0, faults=faults)
+        assert os.path.exists(marker)                   # the fault was injected...
+        assert faults.count == 1, faults.messages       # ...recorded once...
+        assert "wave 0, step 3" in faults.messages[0] or "after step 3" in faults.messages[0]
+        # ...and the wave re-collected: well-formed [T=2, N=2, H=5], all steps valid and finite.
+        assert ep.observations.shape == (2, 2, 5, 2) and ep.mask.shape == (2, 2, 5)
+        assert ep.mask.sum() == 2 * 2 * 5 and np.isfinite(ep.observations).all()
+        # The restarted vector env keeps working.
+        ep = collect_episodes(envs, _random_policy, family.sample(2, seed=1),
+                              episodes_per_task=1, horizon=5, faults=faults)
+        assert faults.count == 1 and ep.mask.sum() == 10
+    finally:
+        envs.close(terminate=True) if asynchronous else envs.close()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_persistent_env_fault_stops_after_max_env_faults():
+    family = PointNavTasks()
+    envs = make_vector_env(lambda: FaultyEnv(family.make_env(), "raise"), num_envs=2)
+    faults = EnvFaults()
+    with pytest.raises(RuntimeError, match=r"wave 0, step 3, tasks \[0, 1\].*simulator exploded "
+                                           r"\[environment fault 3 in this rollout, more than "
+                                           r"max_env_faults=2\]"):
+        collect_episodes(envs, _random_policy, family.sample(2, seed=0), episodes_per_task=1,
+                         horizon=5, max_env_faults=2, faults=faults)
+    assert faults.count == 2   # faults 1 and 2 were recovered (restart), the 3rd raised
+    with pytest.raises(ValueError, match=r"`max_env_faults` must be an integer >= 0, got -1"):
+        collect_episodes(envs, _random_policy, family.sample(2, seed=0), episodes_per_task=1,
+                         horizon=5, max_env_faults=-1)

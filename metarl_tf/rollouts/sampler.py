@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Callable, Protocol, Sequence
 
 import gymnasium
@@ -51,6 +52,57 @@ class PolicyFn(Protocol):
 
 class EnvStepError(RuntimeError):
     """An environment raised during a rollout; the message names its task and step."""
+
+
+class EnvFaults:
+    """Counts the environment faults ``collect_episodes`` recovered from (and keeps their messages).
+
+    A fault is an environment that raised in ``reset``/``step``/``set_attr``, returned a NaN/inf
+    observation or reward, or whose ``AsyncVectorEnv`` worker process died. Learners hold one and
+    report ``count`` as the ``env_faults`` metric (TensorBoard). ``count`` only grows.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.messages: list[str] = []
+
+    def record(self, message: str) -> None:
+        self.count += 1
+        self.messages.append(message)
+
+
+class _Fault(Exception):
+    """Internal: a wave hit an environment fault; ``error`` is what to raise when out of retries."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def restart_vector_env(vector_env: gymnasium.vector.VectorEnv) -> None:
+    """Closes and rebuilds ``vector_env``'s sub-environments in place (new worker processes for an
+    ``AsyncVectorEnv``), from the factories it was built with."""
+    try:
+        if isinstance(vector_env, gymnasium.vector.AsyncVectorEnv):
+            vector_env.close(terminate=True)
+        else:
+            vector_env.close()
+    except Exception:  # noqa: BLE001 -- a broken env may fail to close; it is replaced below
+        pass
+    vector_env.closed = False     # __init__ checks that the env runs while it builds the workers
+    if isinstance(vector_env, gymnasium.vector.AsyncVectorEnv):
+        gymnasium.vector.AsyncVectorEnv.__init__(
+            vector_env, vector_env.env_fns, shared_memory=vector_env.shared_memory,
+            copy=vector_env.copy, context=vector_env.context, daemon=vector_env.daemon,
+            worker=vector_env.worker, observation_mode=vector_env.observation_mode,
+            autoreset_mode=vector_env.autoreset_mode)
+    elif isinstance(vector_env, gymnasium.vector.SyncVectorEnv):
+        gymnasium.vector.SyncVectorEnv.__init__(
+            vector_env, vector_env.env_fns, copy=vector_env.copy,
+            observation_mode=vector_env.observation_mode, autoreset_mode=vector_env.autoreset_mode)
+    else:
+        raise TypeError(f"cannot restart a {type(vector_env).__name__}; use SyncVectorEnv or "
+                        "AsyncVectorEnv (make_vector_env)")
 
 
 class TaskEnv(gymnasium.Wrapper):
@@ -130,7 +182,8 @@ def make_vector_env(env_fn: Callable[[], gymnasium.Env] | str, num_envs: int,
 
 def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn,
                      tasks: Sequence, episodes_per_task: int, horizon: int,
-                     seed: int | None = None) -> Episodes:
+                     seed: int | None = None, max_env_faults: int = 3,
+                     faults: EnvFaults | None = None) -> Episodes:
     """Runs ``episodes_per_task`` episodes of at most ``horizon`` steps for every task.
 
     Args:
@@ -141,6 +194,12 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
       horizon: ``H``; an episode longer than this is cut (the sub-env's own ``TimeLimit`` may end it
         earlier).
       seed: passed to the first ``reset`` (gymnasium seeds sub-env ``e`` with ``seed + e``).
+      max_env_faults: environment faults (an env raising, a NaN/inf observation or reward, a dead
+        ``AsyncVectorEnv`` worker) tolerated in this call. On each, the vector env is restarted
+        (``restart_vector_env``), the fault recorded in ``faults``, and the wave's episodes
+        re-collected from scratch (reset seeded ``seed + 7919 * fault`` when ``seed`` is given), so
+        the result stays well-formed. Fault ``max_env_faults + 1`` raises. 0: raise on the first.
+      faults: an ``EnvFaults`` counter to record recovered faults in (e.g. the learner's).
 
     Returns:
       ``Episodes`` of NumPy arrays: observations ``[T, N, H, obs_dim]``, actions ``[T, N, H,
@@ -148,9 +207,14 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
       ``[T, N, H]``; padding is zero.
 
     Raises:
-      RuntimeError: an environment raised (the message names the tasks, episodes and step).
-      ValueError: a NaN/inf reward or observation, or a policy output of the wrong shape.
+      RuntimeError: an environment raised more than ``max_env_faults`` times (the message names
+        the tasks, episodes and step of the last fault).
+      ValueError: a NaN/inf reward or observation more than ``max_env_faults`` times, or a policy
+        output of the wrong shape.
     """
+    if isinstance(max_env_faults, bool) or not isinstance(max_env_faults, int) or \
+            max_env_faults < 0:
+        raise ValueError(f"`max_env_faults` must be an integer >= 0, got {max_env_faults!r}")
     for name, value in (("episodes_per_task", episodes_per_task), ("horizon", horizon)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
@@ -179,60 +243,105 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
     mask = np.zeros((total, horizon), np.float32)
 
     assigned = [None] * num_envs      # task index each sub-env currently holds
+    faults_here = 0
     for wave in itertools.count():
         first = wave * num_envs
         if first >= total:
             break
         slots = np.arange(first, first + num_envs)
-        live_slots = slots < total
-        # Slot i is task i % T; idle slots past the end (last wave) run too and are discarded.
-        task_ids = (slots % num_tasks).astype(np.int32)
-        if [int(t) for t in task_ids] != assigned:
+        while True:
             try:
-                vector_env.set_attr("task", [tasks[t] for t in task_ids])
-            except Exception as err:
-                raise RuntimeError(f"could not set the tasks {task_ids.tolist()} on the "
-                                   f"sub-environments: {type(err).__name__}: {err}") from err
-            assigned = [int(t) for t in task_ids]
-        context = lambda step: (f"wave {wave}, step {step}, tasks {task_ids.tolist()} "  # noqa: E731
-                                f"(episodes {(slots // num_tasks).tolist()})")
-        try:
-            obs, _ = vector_env.reset(seed=seed if wave == 0 else None)
-        except Exception as err:
-            raise RuntimeError(f"environment raised on reset ({context(0)}): "
-                               f"{type(err).__name__}: {err}") from err
-        alive = live_slots.copy()
-        for h in range(horizon):
-            obs = np.asarray(obs, np.float32)
-            _check_finite(obs[alive], "observation", task_ids[alive], slots[alive], num_tasks,
-                          f"after step {h}" if h else "on reset")
-            action = np.asarray(policy_fn(obs, task_ids))
-            if action.shape != (num_envs,) + act_shape:
-                raise ValueError(f"policy_fn returned actions of shape {action.shape}, expected "
-                                 f"{(num_envs,) + act_shape} for {num_envs} sub-environments")
-            try:
-                obs_next, reward, terminated, truncated, _ = vector_env.step(action)
-            except Exception as err:
-                raise RuntimeError(f"environment raised during the rollout ({context(h + 1)}): "
-                                   f"{type(err).__name__}: {err}") from err
-            reward = np.asarray(reward, np.float32)
-            _check_finite(reward[alive], "reward", task_ids[alive], slots[alive], num_tasks,
-                          f"at step {h + 1}")
-            live = np.flatnonzero(alive)
-            observations[slots[live], h] = obs[live]
-            actions[slots[live], h] = action[live]
-            rewards[slots[live], h] = reward[live]
-            mask[slots[live], h] = 1.0
-            alive &= ~(np.asarray(terminated) | np.asarray(truncated))
-            obs = obs_next
-            if not alive.any():
+                reset_seed = seed if wave == 0 else None
+                if faults_here and seed is not None:
+                    reset_seed = seed + 7919 * faults_here
+                assigned = _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs,
+                                 act_shape, horizon, wave, reset_seed, assigned,
+                                 observations, actions, rewards, mask)
                 break
+            except _Fault as fault:
+                faults_here += 1
+                if faults_here > max_env_faults:
+                    err = fault.error
+                    raise type(err)(f"{err} [environment fault {faults_here} in this rollout, "
+                                     f"more than max_env_faults={max_env_faults}]") from err.__cause__
+                if faults is not None:
+                    faults.record(str(fault.error))
+                warnings.warn(f"environment fault {faults_here}/{max_env_faults}, restarting the "
+                              f"sub-environments and re-collecting wave {wave}: {fault.error}",
+                              RuntimeWarning, stacklevel=2)
+                restart_vector_env(vector_env)
+                assigned = [None] * num_envs
+                live = slots[slots < total]
+                for buf in (observations, actions, rewards, mask):
+                    buf[live] = 0
 
     def by_task(x):  # slot i = episode i // T of task i % T  ->  [T, N, ...]
         x = x.reshape((episodes_per_task, num_tasks) + x.shape[1:])
         return np.ascontiguousarray(np.swapaxes(x, 0, 1))
 
     return Episodes(by_task(observations), by_task(actions), by_task(rewards), by_task(mask))
+
+
+def _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs, act_shape, horizon,
+          wave, reset_seed, assigned, observations, actions, rewards, mask):
+    """Collects one wave into the buffers; an environment fault raises ``_Fault``.
+
+    Returns the task index each sub-environment holds afterwards."""
+    live_slots = slots < total
+    # Slot i is task i % T; idle slots past the end (last wave) run too and are discarded.
+    task_ids = (slots % num_tasks).astype(np.int32)
+    if [int(t) for t in task_ids] != assigned:
+        try:
+            vector_env.set_attr("task", [tasks[t] for t in task_ids])
+        except Exception as err:
+            raise _fault(RuntimeError(f"could not set the tasks {task_ids.tolist()} on the "
+                                      f"sub-environments: {type(err).__name__}: {err}"), err)
+        assigned = [int(t) for t in task_ids]
+    context = lambda step: (f"wave {wave}, step {step}, tasks {task_ids.tolist()} "  # noqa: E731
+                            f"(episodes {(slots // num_tasks).tolist()})")
+    try:
+        obs, _ = vector_env.reset(seed=reset_seed)
+    except Exception as err:
+        raise _fault(RuntimeError(f"environment raised on reset ({context(0)}): "
+                                  f"{type(err).__name__}: {err}"), err)
+    alive = live_slots.copy()
+    for h in range(horizon):
+        obs = np.asarray(obs, np.float32)
+        try:
+            _check_finite(obs[alive], "observation", task_ids[alive], slots[alive], num_tasks,
+                          f"after step {h}" if h else "on reset")
+        except ValueError as err:
+            raise _fault(err, None)
+        action = np.asarray(policy_fn(obs, task_ids))
+        if action.shape != (num_envs,) + act_shape:
+            raise ValueError(f"policy_fn returned actions of shape {action.shape}, expected "
+                             f"{(num_envs,) + act_shape} for {num_envs} sub-environments")
+        try:
+            obs_next, reward, terminated, truncated, _ = vector_env.step(action)
+        except Exception as err:  # includes EOFError/BrokenPipeError from a dead worker process
+            raise _fault(RuntimeError(f"environment raised during the rollout ({context(h + 1)}): "
+                                      f"{type(err).__name__}: {err}"), err)
+        reward = np.asarray(reward, np.float32)
+        try:
+            _check_finite(reward[alive], "reward", task_ids[alive], slots[alive], num_tasks,
+                          f"at step {h + 1}")
+        except ValueError as err:
+            raise _fault(err, None)
+        live = np.flatnonzero(alive)
+        observations[slots[live], h] = obs[live]
+        actions[slots[live], h] = action[live]
+        rewards[slots[live], h] = reward[live]
+        mask[slots[live], h] = 1.0
+        alive &= ~(np.asarray(terminated) | np.asarray(truncated))
+        obs = obs_next
+        if not alive.any():
+            break
+    return assigned
+
+
+def _fault(error: Exception, cause: BaseException | None) -> _Fault:
+    error.__cause__ = cause
+    return _Fault(error)
 
 
 def _check_finite(values, what, task_ids, slots, num_tasks, when):
