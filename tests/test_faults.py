@@ -190,3 +190,23 @@ def test_persistent_env_fault_stops_after_max_env_faults():
     with pytest.raises(ValueError, match=r"`max_env_faults` must be an integer >= 0, got -1"):
         collect_episodes(envs, _random_policy, family.sample(2, seed=0), episodes_per_task=1,
                          horizon=5, max_env_faults=-1)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_maml_rl_learner_reports_env_faults_as_a_metric(tmp_path):
+    """The gymnasium path of MAML-RL counts recovered faults in its `env_faults` metric, which the
+    run loop writes to TensorBoard with the other metrics."""
+    from metarl_tf.algorithms.maml_rl import MAMLRLConfig, MAMLRLLearner
+    from metarl_tf.networks.policies import gaussian_mlp_policy
+    family = PointNavTasks()
+    marker = str(tmp_path / "faulted")
+    envs = make_vector_env(lambda: FaultyEnv(family.make_env(), "raise", marker=marker),
+                           num_envs=2)
+    cfg = MAMLRLConfig(outer="promp", meta_batch_size=2, episodes_per_task=1, horizon=5,
+                       promp_steps=1)
+    learner = MAMLRLLearner(gaussian_mlp_policy(2, 2, hidden=(8,), activation="tanh", seed=0),
+                            family, cfg, vector_env=envs)
+    metrics = learner.train(1)
+    assert metrics["env_faults"] == 1.0 and np.isfinite(metrics["post_return"])
+    with pytest.raises(ValueError, match=r"`max_env_faults` must be an integer >= 0, got -1"):
+        MAMLRLConfig(max_env_faults=-1)

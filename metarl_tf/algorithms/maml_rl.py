@@ -48,7 +48,8 @@ from metarl_tf._checks import check_bool, check_float, check_int
 from metarl_tf.params import FunctionalModel
 from metarl_tf.rollouts.baselines import LinearFeatureBaseline
 from metarl_tf.rollouts.episodes import Episodes
-from metarl_tf.rollouts.sampler import collect_episodes, make_vector_env, policy_from_params
+from metarl_tf.rollouts.sampler import (EnvFaults, collect_episodes, make_vector_env,
+                                        policy_from_params)
 from metarl_tf.rollouts.tf_rollout import (pointnav_oracle, rollout_pointnav,
                                            rollout_pointnav_actions)
 from metarl_tf.tasks.pointnav import PointNavTasks
@@ -99,9 +100,11 @@ class MAMLRLConfig:
     # inner_lr) or "meta_lstm" (the meta-policy-gradient rule: the Meta-LSTM reading the PG
     # gradient, the inner loss and the episodes' return/advantage statistics).
     rule_hidden_size: int = 20  # Meta-LSTM hidden units (R&L: 20).
+    max_env_faults: int = 3  # gymnasium path: env faults recovered per rollout before raising.
 
     def __post_init__(self):
         _check_choice(self, "outer", OUTERS)
+        check_int(self, "max_env_faults", minimum=0)
         update_rules.check_rule(self, "update_rule")
         update_rules.check_hidden_size(self, "rule_hidden_size")
         _check_choice(self, "estimator", pg_losses.ESTIMATORS)
@@ -262,6 +265,7 @@ class MAMLRLLearner:
             if vector_env is None:
                 vector_env = make_vector_env(tasks.make_env, num_envs=config.meta_batch_size)
         self.vector_env = vector_env
+        self.env_faults = EnvFaults()   # recovered env faults; the `env_faults` metric
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self._make_extra_variables()
         self._make_outer_state()
@@ -346,6 +350,8 @@ class MAMLRLLearner:
         out = {}
         for _ in range(iterations):
             out = self._iteration_fn() if self.in_graph else self._gym_iteration()
+        if not self.in_graph:
+            out = {**out, "env_faults": self.env_faults.count}
         return {k: float(v) for k, v in out.items()}
 
     # -- sampling and adaptation ------------------------------------------------------------------
@@ -425,7 +431,8 @@ class MAMLRLLearner:
         policy = policy_from_params(self.apply_fn, params, self.distribution, seed=seed,
                                     deterministic=deterministic)
         return collect_episodes(self.vector_env, policy, tasks, episodes_per_task,
-                                self.config.horizon, seed=seed)
+                                self.config.horizon, seed=seed, faults=self.env_faults,
+                                max_env_faults=getattr(self.config, "max_env_faults", 3))
 
     def _gym_iteration(self):
         cfg = self.config

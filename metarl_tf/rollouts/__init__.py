@@ -9,12 +9,13 @@
 from metarl_tf.rollouts.baselines import LinearFeatureBaseline
 from metarl_tf.rollouts.episodes import Episodes, check_episodes
 from metarl_tf.rollouts.returns import discounted_returns, gae, normalize_advantages
-from metarl_tf.rollouts.sampler import (EnvStepError, PolicyFn, TaskEnv, collect_episodes,
+from metarl_tf.rollouts.sampler import (EnvFaults, EnvStepError, PolicyFn, TaskEnv,
+                                        collect_episodes, restart_vector_env,
                                         make_vector_env, policy_from_params)
 from metarl_tf.rollouts.tf_rollout import (pointnav_oracle, rollout_pointnav,
                                            rollout_pointnav_actions)
 
-__all__ = ["EnvStepError", "Episodes", "LinearFeatureBaseline", "PolicyFn", "TaskEnv",
+__all__ = ["EnvFaults", "EnvStepError", "Episodes", "LinearFeatureBaseline", "PolicyFn", "TaskEnv",
            "check_episodes", "collect_episodes", "discounted_returns", "gae", "make_vector_env",
            "normalize_advantages", "pointnav_oracle", "policy_from_params", "rollout_pointnav",
-           "rollout_pointnav_actions"]
+           "restart_vector_env", "rollout_pointnav_actions"]
