@@ -3,7 +3,6 @@ faults are restarted and counted or stop with a clear error. Machinery: ``traini
 and ``metarl_tf/rollouts/sampler.py``."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -11,41 +10,24 @@ import pytest
 import tensorflow as tf
 
 from metarl_tf import tasks as task_families
-from training.config import apply_overrides, load_config
+from training import reliability
 from training.nonfinite import NonFiniteError
 from training.run import checkpoint_manager, train
 
-BAD_STEPS = (13,)
 
-
-class PoisonedSinusoids(task_families.SinusoidTasks):
-    """Sinusoids with NaN amplitudes at the meta-steps in BAD_STEPS.
-
-    The learner samples meta-step n with the stateless seed (config seed, n), and
-    ``sample_task_batch`` draws the task parameters with the first half of its split.
-    """
-
-    def sample_task_params(self, seed, num_tasks):
-        params = super().sample_task_params(seed, num_tasks)
-        base = _config().seed
-        bad_seeds = tf.stack([tf.random.experimental.stateless_split(
-            tf.constant([base, n], tf.int64), 2)[0] for n in BAD_STEPS])
-        bad = tf.reduce_any(tf.reduce_all(tf.equal(tf.cast(seed, tf.int64)[None], bad_seeds), -1))
-        return tf.where(bad, params * float("nan"), params)
-
-
-def _config(steps=20):
+def _config():
     # 20 meta-steps, checkpoints every 10, compiled executions of 5 steps: step 13 lies inside the
     # execution 10..14, so the guard must roll back a multi-step call and replay it step by step.
-    return apply_overrides(load_config("maml-sinusoid"), [
-        f"steps={steps}", "checkpoint_every=10", "log_every=10", "eval_tasks=5", "eval_steps=1",
-        "eval_query=5", "algorithm_config.jit_compile=false",
-        "algorithm_config.steps_per_execution=5", "algorithm_config.meta_batch_size=4"])
+    return reliability.tiny_maml_config(20)
 
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    monkeypatch.setattr(task_families, "SinusoidTasks", PoisonedSinusoids)
+    def poison(*bad_steps):
+        monkeypatch.setattr(task_families, "SinusoidTasks",
+                            reliability.poisoned_sinusoids(bad_steps, _config().seed))
+    poison(13)
+    return poison
 
 
 def test_nan_loss_stops_naming_step_and_tensor_keeps_checkpoint_saves_batch(poisoned, tmp_path):
@@ -77,14 +59,10 @@ def test_skip_nonfinite_skips_the_bad_batch_without_applying_it(poisoned, tmp_pa
     assert learner.step == 20
     assert all(np.isfinite(v.numpy()).all() for v in learner.model.variables)
     # Skipping is bounded: two bad steps with --skip-nonfinite 1 stop at the second.
-    global BAD_STEPS
-    BAD_STEPS = (3, 7)
-    try:
-        with pytest.raises(NonFiniteError, match=r"query_loss is nan at meta-step 7; .*1 bad "
-                                                 r"batches were already skipped"):
-            train(_config(), str(tmp_path / "run2"), quiet=True, skip_nonfinite=1)
-    finally:
-        BAD_STEPS = (13,)
+    poisoned(3, 7)
+    with pytest.raises(NonFiniteError, match=r"query_loss is nan at meta-step 7; .*1 bad "
+                                             r"batches were already skipped"):
+        train(_config(), str(tmp_path / "run2"), quiet=True, skip_nonfinite=1)
 
 
 def test_nonfinite_gradient_is_named(tmp_path):
@@ -110,38 +88,12 @@ def test_nonfinite_gradient_is_named(tmp_path):
 
 
 # -- point 3: environment faults in the gymnasium sampler --------------------------------------
-import gymnasium  # noqa: E402
-
 from metarl_tf.rollouts.sampler import EnvFaults, collect_episodes, make_vector_env  # noqa: E402
 from metarl_tf.tasks import PointNavTasks  # noqa: E402
 
 
-class FaultyEnv(gymnasium.Wrapper):
-    """PointNav that faults at step ``at`` of an episode: raises, returns a NaN observation, or kills
-    its own (AsyncVectorEnv worker) process. With ``marker``, only the first env to get there
-    faults (the marker file survives worker processes and restarts); without, every time."""
-
-    def __init__(self, env, how, at=3, marker=None):
-        super().__init__(env)
-        self.how, self.at, self.marker, self.t = how, at, marker, 0
-
-    def reset(self, **kwargs):
-        self.t = 0
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        self.t += 1
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if self.t == self.at and (self.marker is None or not os.path.exists(self.marker)):
-            if self.marker is not None:
-                open(self.marker, "w").close()
-            if self.how == "raise":
-                raise RuntimeError("simulator exploded")
-            if self.how == "nan":
-                obs = np.full_like(obs, np.nan)
-            if self.how == "exit":
-                os._exit(3)
-        return obs, reward, terminated, truncated, info
+def FaultyEnv(env, how, marker=None):
+    return reliability.faulty_env(env, how, at=3, marker=marker)
 
 
 def _random_policy(obs, task_ids):
@@ -210,3 +162,34 @@ def test_maml_rl_learner_reports_env_faults_as_a_metric(tmp_path):
     assert metrics["env_faults"] == 1.0 and np.isfinite(metrics["post_return"])
     with pytest.raises(ValueError, match=r"`max_env_faults` must be an integer >= 0, got -1"):
         MAMLRLConfig(max_env_faults=-1)
+
+
+def test_cli_skip_nonfinite_flag(poisoned, tmp_path, capsys):
+    from training.cli import main
+    run_dir = str(tmp_path / "run")
+    overrides = [a for o in ("checkpoint_every=10", "log_every=10", "eval_tasks=5", "eval_steps=1",
+                             "eval_query=5", "algorithm_config.jit_compile=false",
+                             "algorithm_config.steps_per_execution=5",
+                             "algorithm_config.meta_batch_size=4") for a in ("--set", o)]
+    assert main(["train", "maml-sinusoid", "--out", run_dir, "--steps", "20", "--quiet",
+                 "--skip-nonfinite", "1", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "query_loss is nan at meta-step 13; batch skipped (1/1)" in out and "steps=20" in out
+    assert main(["train", "maml-sinusoid", "--out", str(tmp_path / "r2"), "--skip-nonfinite",
+                 "-1"]) == 2
+    assert "--skip-nonfinite must be >= 0, got -1" in capsys.readouterr().err
+    # Without the flag the CLI stops with a one-line error (exit status 2), no traceback.
+    assert main(["train", "maml-sinusoid", "--out", str(tmp_path / "r3"), "--steps", "20",
+                 "--quiet", *overrides]) == 2
+    assert ("metarl train: error: query_loss is nan at meta-step 13; the update was not applied"
+            in capsys.readouterr().err)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_reliability_table_rows_for_faults(tmp_path):
+    """The functions behind docs/RELIABILITY.md's non-finite and env-fault rows."""
+    for trial in reliability.ENV_FAULT_TRIALS:
+        result = reliability.env_fault_trial(str(tmp_path), *trial)
+        assert result["handled"], result
+    result = reliability.nonfinite_trial(str(tmp_path), (3, 7), float("inf"), 2)
+    assert result["handled"] and result["saved"] == ["step_3.npz", "step_7.npz"], result

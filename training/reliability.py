@@ -23,6 +23,13 @@ prints the table of ``docs/RELIABILITY.md`` (``key=value`` lines, then a Markdow
   it gave before. New export kinds join by one entry in ``FUZZ_TARGETS``.
 * ``soak``: ``adapt`` calls with random valid inputs on one loaded model; resident memory after a
   warm-up vs at the end.
+* ``nonfinite_trials``: NaN/inf injected into the meta-batch of chosen meta-steps of a tiny MAML
+  run (``poisoned_sinusoids``); handled = the run stops with ``NonFiniteError`` naming the step,
+  no checkpoint past the last good one, the batch saved -- or, with ``skip_nonfinite``, it
+  finishes with finite weights and every bad batch saved (``training/nonfinite.py``).
+* ``env_fault_trials``: ``FaultyEnv`` (PointNav) raises, returns NaN, or kills its
+  ``AsyncVectorEnv`` worker once; handled = ``collect_episodes`` restarts, counts one fault and
+  returns well-formed, finite episodes; a fault that persists raises after ``max_env_faults``.
 * ``pyfunc_ops`` / ``unsafe_loading``: no PyFunc ops in an export's graph or its functions; no
   unsafe YAML loader, pickle or ``allow_pickle=True`` in the sources.
 
@@ -422,6 +429,150 @@ def unsafe_loading() -> list[str]:
     return found
 
 
+# -- non-finite values and environment faults (points 2 and 3) ---------------------------------
+def poisoned_sinusoids(bad_steps, base_seed: int, value: float = float("nan")):
+    """A ``SinusoidTasks`` subclass whose meta-steps ``bad_steps`` get ``value`` (NaN/inf) amplitudes.
+
+    A learner samples meta-step n with the stateless seed ``(base_seed, n)`` and
+    ``sample_task_batch`` draws the task parameters with the first half of its split.
+    """
+    import tensorflow as tf
+
+    from metarl_tf import tasks as task_families
+
+    class PoisonedSinusoids(task_families.SinusoidTasks):
+        def sample_task_params(self, seed, num_tasks):
+            params = super().sample_task_params(seed, num_tasks)
+            bad_seeds = tf.stack([tf.random.experimental.stateless_split(
+                tf.constant([base_seed, n], tf.int64), 2)[0] for n in bad_steps])
+            bad = tf.reduce_any(tf.reduce_all(
+                tf.equal(tf.cast(seed, tf.int64)[None], bad_seeds), -1))
+            return tf.where(bad, params * value, params)
+
+    return PoisonedSinusoids
+
+
+def tiny_maml_config(steps: int = 20):
+    """20 meta-steps, checkpoints every 10, compiled executions of 5 meta-steps, no XLA."""
+    from training.config import apply_overrides, load_config
+    return apply_overrides(load_config("maml-sinusoid"), [
+        f"steps={steps}", "checkpoint_every=10", "log_every=10", "eval_tasks=5", "eval_steps=1",
+        "eval_query=5", "algorithm_config.jit_compile=false",
+        "algorithm_config.steps_per_execution=5", "algorithm_config.meta_batch_size=4"])
+
+
+def nonfinite_trial(base, bad_steps, value, skip: int) -> dict:
+    """One tiny MAML run with ``value`` injected at ``bad_steps``; see the module docstring."""
+    from metarl_tf import tasks as task_families
+    from training.nonfinite import NonFiniteError
+    from training.run import train
+
+    config = tiny_maml_config()
+    run_dir = tempfile.mkdtemp(dir=base, prefix="nonfinite-")
+    original = task_families.SinusoidTasks
+    task_families.SinusoidTasks = poisoned_sinusoids(bad_steps, config.seed, value)
+    error = None
+    try:
+        train(config, run_dir, quiet=True, skip_nonfinite=skip)
+    except NonFiniteError as err:
+        error = str(err)
+    finally:
+        task_families.SinusoidTasks = original
+    saved = sorted(os.listdir(os.path.join(run_dir, "nonfinite"))) \
+        if os.path.isdir(os.path.join(run_dir, "nonfinite")) else []
+    latest = checkpoint_state(run_dir).get("latest")
+    first_bad = min(bad_steps)
+    if skip >= len(bad_steps):
+        import numpy as np
+
+        from training.run import restore_learner
+        _, learner = restore_learner(run_dir)      # the final checkpoint's weights are finite
+        finite = all(np.isfinite(v.numpy()).all() for v in learner.model.variables)
+        handled = (error is None and finite and learner.step == config.steps
+                   and saved == sorted(f"step_{n}.npz" for n in bad_steps))
+    else:
+        stop = sorted(bad_steps)[skip]
+        handled = (error is not None and f"at meta-step {stop};" in error
+                   and f"step_{stop}.npz" in saved
+                   and (latest is None or int(latest.rsplit("-", 1)[1]) <= stop))
+    return {"bad_steps": list(bad_steps), "value": str(value), "skip": skip, "error": error,
+            "saved": saved, "latest_checkpoint": latest and os.path.basename(latest),
+            "first_bad": first_bad, "handled": bool(handled)}
+
+
+def faulty_env(env, how: str, at: int = 3, marker: str | None = None):
+    """Wraps ``env`` so that step ``at`` of an episode raises (``"raise"``), returns a NaN
+    observation (``"nan"``) or kills its process (``"exit"``, an ``AsyncVectorEnv`` worker). With
+    ``marker`` (a file path) only the first env to get there faults, across processes and restarts;
+    without, every episode does."""
+    import gymnasium
+    import numpy as np
+
+    class _Faulty(gymnasium.Wrapper):
+        def reset(self, **kwargs):
+            self.t = 0
+            return self.env.reset(**kwargs)
+
+        def step(self, action):
+            self.t += 1
+            out = self.env.step(action)
+            if self.t == at and (marker is None or not os.path.exists(marker)):
+                if marker is not None:
+                    open(marker, "w").close()
+                if how == "raise":
+                    raise RuntimeError("simulator exploded")
+                if how == "exit":
+                    os._exit(3)
+                if how == "nan":
+                    return (np.full_like(out[0], np.nan),) + tuple(out[1:])
+            return out
+
+    return _Faulty(env)
+
+
+def env_fault_trial(base, how: str, persistent: bool = False) -> dict:
+    """PointNav, 2 sub-envs, 2 tasks x 2 episodes of 5 steps; one (or a persistent) fault."""
+    import warnings
+
+    import numpy as np
+
+    from metarl_tf.rollouts.sampler import EnvFaults, collect_episodes, make_vector_env
+    from metarl_tf.tasks import PointNavTasks
+
+    family = PointNavTasks()
+    marker = None if persistent else tempfile.mktemp(dir=base, prefix="fault-")
+    asynchronous = how == "exit"
+    envs = make_vector_env(lambda: faulty_env(family.make_env(), how, marker=marker), num_envs=2,
+                           asynchronous=asynchronous, context="fork" if asynchronous else None)
+    faults, error, ok = EnvFaults(), None, False
+    policy = lambda obs, ids: np.zeros((len(obs), 2), np.float32)  # noqa: E731
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = collect_episodes(envs, policy, family.sample(2, seed=0), episodes_per_task=2,
+                                  horizon=5, seed=0, faults=faults, max_env_faults=3)
+        ok = (ep.mask.sum() == 20 and bool(np.isfinite(ep.observations).all()))
+    except (RuntimeError, ValueError) as err:
+        error = str(err)
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            envs.close(terminate=True) if asynchronous else envs.close()
+    if persistent:
+        handled = (error is not None and "more than max_env_faults=3" in error
+                   and "step 3" in error and faults.count == 3)
+    else:
+        handled = ok and faults.count == 1 and error is None
+    return {"how": how, "persistent": persistent, "faults": faults.count, "error": error,
+            "handled": bool(handled)}
+
+
+NONFINITE_TRIALS = [((13,), float("nan"), 0), ((13,), float("inf"), 0), ((3, 7), float("nan"), 2),
+                    ((3, 7), float("nan"), 1)]
+ENV_FAULT_TRIALS = [("raise", False), ("nan", False), ("exit", False), ("raise", True),
+                    ("nan", True)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=2, help="seeds per kind of kill (timer, state, data)")
@@ -461,6 +612,21 @@ def main(argv=None) -> int:
     rows.append((f"soak: RSS growth after warm-up ({s['calls']} adapt calls)",
                  f"{s['growth_pct']:.2f}%",
                  f"{s['rss_after_warmup_mb']:.1f} -> {s['rss_end_mb']:.1f} MB, target < 5%"))
+    with tempfile.TemporaryDirectory() as base:
+        nonfinite = [nonfinite_trial(base, *t) for t in NONFINITE_TRIALS]
+        env_faults = [env_fault_trial(base, *t) for t in ENV_FAULT_TRIALS]
+    for i, t in enumerate(nonfinite):
+        emit(f"nonfinite_{i}", json.dumps(t))
+    rows.append(("non-finite batches injected: handled / tried",
+                 f"{sum(t['handled'] for t in nonfinite)} / {len(nonfinite)}",
+                 "NaN/inf meta-batches in a tiny MAML run: stop naming step and tensor, last good "
+                 "checkpoint kept, batch saved; or skipped (--skip-nonfinite) with finite weights"))
+    for i, t in enumerate(env_faults):
+        emit(f"env_fault_{i}", json.dumps(t))
+    rows.append(("env faults injected: handled / tried",
+                 f"{sum(t['handled'] for t in env_faults)} / {len(env_faults)}",
+                 "PointNav raising, NaN observation, AsyncVectorEnv worker os._exit: restarted, "
+                 "counted, episodes re-collected; persistent faults stop after max_env_faults=3"))
     unsafe = unsafe_loading()
     emit("unsafe_loading", json.dumps(unsafe))
     rows.append(("unsafe loading sites (yaml.load, pickle, allow_pickle)", str(len(unsafe)),
