@@ -32,8 +32,8 @@ def poisoned(monkeypatch):
 
 def test_nan_loss_stops_naming_step_and_tensor_keeps_checkpoint_saves_batch(poisoned, tmp_path):
     run_dir = str(tmp_path / "run")
-    with pytest.raises(NonFiniteError, match=r"query_loss is nan at meta-step 13; the update "
-                                             r"was not applied and the last good checkpoint is kept"):
+    with pytest.raises(NonFiniteError, match=r"query_loss is nan at meta-step 13; the update was "
+                                             r"not applied and the last good checkpoint is kept"):
         train(_config(), run_dir, quiet=True)
     ckpts = sorted(os.listdir(os.path.join(run_dir, "checkpoints")))
     # Checkpoints at step 10 only: the bad state (and nothing after step 10) was never saved.

@@ -1,4 +1,4 @@
-"""Non-finite guard for the run loop: a NaN/inf loss, gradient or parameter never reaches a checkpoint.
+"""Non-finite guard for the run loop: a NaN/inf loss, gradient or parameter is never checkpointed.
 
 ``NonFiniteGuard.train(n)`` wraps ``learner.train(n)``. Before each call it snapshots every variable
 the learner checkpoints (network, optimiser slots, rates, step counter: a few KB to MB for the
@@ -46,6 +46,9 @@ def _collect(obj, out: list, seen: set) -> None:
     variables = getattr(obj, "variables", None)               # keras Model / Optimizer, tf.Module
     if variables is not None and not callable(variables):
         _collect(list(variables), out, seen)
+    elif isinstance(obj, tf.train.Checkpoint):                 # e.g. Meta-DQN's target network
+        _collect([d for d in tf.train.TrackableView(obj).descendants()
+                  if isinstance(d, tf.Variable)], out, seen)
 
 
 def _name(var) -> str:

@@ -431,7 +431,7 @@ def unsafe_loading() -> list[str]:
 
 # -- non-finite values and environment faults (points 2 and 3) ---------------------------------
 def poisoned_sinusoids(bad_steps, base_seed: int, value: float = float("nan")):
-    """A ``SinusoidTasks`` subclass whose meta-steps ``bad_steps`` get ``value`` (NaN/inf) amplitudes.
+    """A ``SinusoidTasks`` subclass giving meta-steps ``bad_steps`` ``value`` (NaN/inf) amplitudes.
 
     A learner samples meta-step n with the stateless seed ``(base_seed, n)`` and
     ``sample_task_batch`` draws the task parameters with the first half of its split.

@@ -109,8 +109,8 @@ def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: b
     """Meta-trains ``config`` into ``run_dir``; returns the summary (also in ``summary.json``).
 
     With ``resume``, continues from the run directory's latest checkpoint. A NaN/inf loss, gradient
-    or parameter raises ``NonFiniteError`` naming the meta-step and tensor, with the bad update rolled
-    back, the last good checkpoint kept and the batch saved under ``nonfinite/``; up to
+    or parameter raises ``NonFiniteError`` naming the meta-step and tensor, with the bad update
+    rolled back, the last good checkpoint kept and the batch saved under ``nonfinite/``; up to
     ``skip_nonfinite`` such batches are skipped instead (``training/nonfinite.py``).
     """
     os.makedirs(run_dir, exist_ok=True)

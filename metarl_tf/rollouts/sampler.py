@@ -263,7 +263,8 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
                 if faults_here > max_env_faults:
                     err = fault.error
                     raise type(err)(f"{err} [environment fault {faults_here} in this rollout, "
-                                     f"more than max_env_faults={max_env_faults}]") from err.__cause__
+                                     f"more than max_env_faults={max_env_faults}]"
+                                     ) from err.__cause__
                 if faults is not None:
                     faults.record(str(fault.error))
                 warnings.warn(f"environment fault {faults_here}/{max_env_faults}, restarting the "
