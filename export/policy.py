@@ -37,6 +37,7 @@ from metarl_tf.algorithms import pg_losses
 from metarl_tf.algorithms.trpo import flatten, unflatten
 from metarl_tf.networks.policies import split_gaussian
 from metarl_tf.rollouts.episodes import Episodes
+from metarl_tf.signatures import policy_specs
 
 
 class AdaptablePolicy(tf.Module):
@@ -89,28 +90,21 @@ class AdaptablePolicy(tf.Module):
                 return {"action": mean, "log_std": log_std}
             return {"action": tf.argmax(out, axis=-1, output_type=tf.int32), "logits": out}
 
-        obs_spec = tf.TensorSpec([None, obs_dim], tf.float32, name="observation")
+        specs = policy_specs(obs_dim, act_dim, self.num_params, gaussian)
+        action_spec = specs["adapt"][1]
 
-        @tf.function(input_signature=[obs_spec])
+        @tf.function(input_signature=specs["serving_default"])
         def serving_default(observation):
             observation = checked(observation, "observation", [None, obs_dim])
             return outputs([tf.convert_to_tensor(p) for p in self.params], observation)
 
-        @tf.function(input_signature=[
-            obs_spec, tf.TensorSpec([self.num_params], tf.float32, name="params")])
+        @tf.function(input_signature=specs["action_with_params"])
         def action_with_params(observation, params):
             observation = checked(observation, "observation", [None, obs_dim])
             params = checked(params, "params", [self.num_params])
             return outputs(unflatten(params, self.params), observation)
 
-        action_spec = (tf.TensorSpec([None, None, act_dim], tf.float32, name="actions") if gaussian
-                       else tf.TensorSpec([None, None], tf.int32, name="actions"))
-
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, None, obs_dim], tf.float32, name="observations"), action_spec,
-            tf.TensorSpec([None, None], tf.float32, name="rewards"),
-            tf.TensorSpec([None, None], tf.float32, name="mask"),
-            tf.TensorSpec([], tf.int32, name="num_steps")])
+        @tf.function(input_signature=specs["adapt"])
         def adapt(observations, actions, rewards, mask, num_steps):
             observations = checked(observations, "observations", [None, None, obs_dim])
             actions = checked(actions, "actions", action_spec.shape)

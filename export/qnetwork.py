@@ -32,6 +32,7 @@ from metarl_tf import __version__, adaptation
 from metarl_tf.algorithms.meta_dqn import adapt_embedding
 from metarl_tf.networks.q_network import q_values
 from metarl_tf.rollouts.replay import Transitions
+from metarl_tf.signatures import qnetwork_specs
 
 
 class AdaptableQNetwork(tf.Module):
@@ -72,25 +73,19 @@ class AdaptableQNetwork(tf.Module):
                          z[None], act)[0]
             return {"action": tf.argmax(q, axis=-1, output_type=tf.int32), "q_values": q}
 
-        obs_spec = tf.TensorSpec([None, obs_dim], tf.float32, name="observation")
+        specs = qnetwork_specs(obs_dim, z_dim)
 
-        @tf.function(input_signature=[obs_spec])
+        @tf.function(input_signature=specs["serving_default"])
         def serving_default(observation):
             return outputs(finite(observation, "observation", [None, obs_dim]),
                            tf.convert_to_tensor(self.z_init))
 
-        @tf.function(input_signature=[obs_spec, tf.TensorSpec([z_dim], tf.float32, name="z")])
+        @tf.function(input_signature=specs["action_with_z"])
         def action_with_z(observation, z):
             return outputs(finite(observation, "observation", [None, obs_dim]),
                            finite(z, "z", [z_dim]))
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, obs_dim], tf.float32, name="observations"),
-            tf.TensorSpec([None], tf.int32, name="actions"),
-            tf.TensorSpec([None], tf.float32, name="rewards"),
-            tf.TensorSpec([None, obs_dim], tf.float32, name="next_observations"),
-            tf.TensorSpec([None], tf.float32, name="dones"),
-            tf.TensorSpec([], tf.int32, name="num_steps")])
+        @tf.function(input_signature=specs["adapt"])
         def adapt(observations, actions, rewards, next_observations, dones, num_steps):
             observations = finite(observations, "observations", [None, obs_dim])
             next_observations = finite(next_observations, "next_observations", [None, obs_dim])

@@ -67,6 +67,7 @@ import numpy as np
 import tensorflow as tf
 
 from metarl_tf import adaptation
+from metarl_tf.signatures import policy_specs, qnetwork_specs, regressor_specs
 
 ACTIVATIONS = ("relu", "tanh", "linear")
 TAPE_ONLY_OPS = ("ReluGrad", "TanhGrad", "BroadcastGradientArgs")
@@ -229,15 +230,13 @@ class regressor_module(_Module):  # noqa: N801 -- used like a function: regresso
         d_in, d_out = int(self.weights[0].shape[0]), int(self.weights[-1].shape[-1])
         acts = self.activations
 
-        @tf.function(input_signature=[tf.TensorSpec([None, d_in], tf.float32, name="x")])
+        specs = regressor_specs(d_in, d_out)
+
+        @tf.function(input_signature=specs["serving_default"])
         def serving_default(x):
             return {"y": mlp_forward(self.weights, x, acts)[0]}
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, d_in], tf.float32, name="support_x"),
-            tf.TensorSpec([None, d_out], tf.float32, name="support_y"),
-            tf.TensorSpec([None, d_in], tf.float32, name="query_x"),
-            tf.TensorSpec([], tf.int32, name="num_steps")])
+        @tf.function(input_signature=specs["adapt"])
         def adapt(support_x, support_y, query_x, num_steps):
             adapted = _sgd_loop(num_steps, self.weights,
                                 lambda w: regressor_grads(w, acts, support_x, support_y), rates)
@@ -358,25 +357,18 @@ class policy_module(_Module):  # noqa: N801
                 return {"action": out, "log_std": tf.zeros_like(out) + eff}
             return {"action": tf.argmax(out, axis=-1, output_type=tf.int32), "logits": out}
 
-        obs_spec = tf.TensorSpec([None, obs_dim], tf.float32, name="observation")
+        # Advantages, not rewards: the linear baseline's float64 eigendecomposition has no builtin.
+        specs = policy_specs(obs_dim, act_dim, self.num_params, gaussian, signal="advantages")
 
-        @tf.function(input_signature=[obs_spec])
+        @tf.function(input_signature=specs["serving_default"])
         def serving_default(observation):
             return outputs(self.weights, observation)
 
-        @tf.function(input_signature=[obs_spec,
-                                      tf.TensorSpec([self.num_params], tf.float32, name="params")])
+        @tf.function(input_signature=specs["action_with_params"])
         def action_with_params(observation, params):
             return outputs(_unflatten(params, self.shapes), observation)
 
-        action_spec = (tf.TensorSpec([None, None, act_dim], tf.float32, name="actions") if gaussian
-                       else tf.TensorSpec([None, None], tf.int32, name="actions"))
-
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, None, obs_dim], tf.float32, name="observations"), action_spec,
-            tf.TensorSpec([None, None], tf.float32, name="advantages"),
-            tf.TensorSpec([None, None], tf.float32, name="mask"),
-            tf.TensorSpec([], tf.int32, name="num_steps")])
+        @tf.function(input_signature=specs["adapt"])
         def adapt(observations, actions, advantages, mask, num_steps):
             e, h = tf.shape(mask)[0], tf.shape(mask)[1]
             out = mlp_forward(self.weights[:n_dense], tf.reshape(observations, [e * h, obs_dim]),
@@ -463,23 +455,17 @@ class q_network_module(_Module):  # noqa: N801
             q = q_forward(self.weights, acts, observation, z)[0]
             return {"action": tf.argmax(q, axis=-1, output_type=tf.int32), "q_values": q}
 
-        obs_spec = tf.TensorSpec([None, obs_dim], tf.float32, name="observation")
+        specs = qnetwork_specs(obs_dim, z_dim)
 
-        @tf.function(input_signature=[obs_spec])
+        @tf.function(input_signature=specs["serving_default"])
         def serving_default(observation):
             return outputs(observation, self.z_init)
 
-        @tf.function(input_signature=[obs_spec, tf.TensorSpec([z_dim], tf.float32, name="z")])
+        @tf.function(input_signature=specs["action_with_z"])
         def action_with_z(observation, z):
             return outputs(observation, z)
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, obs_dim], tf.float32, name="observations"),
-            tf.TensorSpec([None], tf.int32, name="actions"),
-            tf.TensorSpec([None], tf.float32, name="rewards"),
-            tf.TensorSpec([None, obs_dim], tf.float32, name="next_observations"),
-            tf.TensorSpec([None], tf.float32, name="dones"),
-            tf.TensorSpec([], tf.int32, name="num_steps")])
+        @tf.function(input_signature=specs["adapt"])
         def adapt(observations, actions, rewards, next_observations, dones, num_steps):
             (z,) = _sgd_loop(num_steps, [self.z_init], lambda p: [q_z_grad(
                 self.weights, acts, p[0], observations, actions, rewards, next_observations, dones,

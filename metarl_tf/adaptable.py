@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from metarl_tf import __version__, adaptation, update_rules
 from metarl_tf.params import FunctionalModel, mse
+from metarl_tf.signatures import regressor_specs
 
 SIGNATURE_KEYS = ("serving_default", "adapt")
 
@@ -123,17 +124,15 @@ class AdaptableRegressor(tf.Module):
             return tf.debugging.check_numerics(y, "y is not finite: inputs too large, or too many "
                                                   "num_steps for the learned rates")
 
-        @tf.function(input_signature=[tf.TensorSpec([None, d_in], tf.float32, name="x")])
+        specs = regressor_specs(d_in, d_out)
+
+        @tf.function(input_signature=specs["serving_default"])
         def serving_default(x):
             x = checked(x, "x", d_in)
             tiled = fmodel.tile([tf.convert_to_tensor(p) for p in self.params], 1)
             return {"y": finite_output(predict_batched(tiled, x[None])[0])}
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, d_in], tf.float32, name="support_x"),
-            tf.TensorSpec([None, d_out], tf.float32, name="support_y"),
-            tf.TensorSpec([None, d_in], tf.float32, name="query_x"),
-            tf.TensorSpec([], tf.int32, name="num_steps")])
+        @tf.function(input_signature=specs["adapt"])
         def adapt(support_x, support_y, query_x, num_steps):
             support_x = checked(support_x, "support_x", d_in)
             support_y = checked(support_y, "support_y", d_out)
