@@ -37,6 +37,23 @@ def test_train_then_export_end_to_end(tmp_path, repo_root):
     assert metarl("export", run_dir, "--to", base, "--name", "sin",
                   cwd=repo_root).stdout.strip().endswith(os.path.join("sin", "2"))
 
+    # --tflite converts the new export beside its version directory (TF Serving ignores files).
+    lite = metarl("export", run_dir, "--to", base, "--name", "sin", "--tflite", cwd=repo_root)
+    assert lite.returncode == 0, lite.stderr[-3000:]
+    saved, lite_path = lite.stdout.split()
+    assert saved == os.path.join(base, "sin", "3") and lite_path == saved + ".tflite"
+    import numpy as np
+    import tensorflow as tf
+
+    from export.tflite import TFLiteModel
+
+    xs = np.linspace(-4, 4, 5, dtype=np.float32)[:, None]
+    inputs = dict(support_x=xs, support_y=np.sin(xs), query_x=xs[:3])
+    want = tf.saved_model.load(saved).signatures["adapt"](
+        **inputs, num_steps=tf.constant(3))["y"].numpy()
+    got = TFLiteModel(lite_path)("adapt", **inputs, num_steps=3)["y"]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
 
 def test_resume_continues_a_run(tmp_path, repo_root):
     run_dir = str(tmp_path / "run")

@@ -6,6 +6,7 @@
     metarl train --resume RUN_DIR [--steps N]
     metarl evaluate RUN_DIR [--tasks 600] [--inner-steps 10] [--shots K]
     metarl export RUN_DIR --to EXPORT_BASE [--name NAME] [--version N] [--serving-config [FILE]]
+                  [--tflite [FILE]]
     metarl export --to EXPORT_BASE --serving-config [FILE] [--serving-base-path DIR]
     metarl inspect SAVEDMODEL [--no-load]
     metarl adapt SAVEDMODEL [--data FILE.npz|FILE.json] [--num-steps N] [--shots K] [--seed S]
@@ -96,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--version", type=int, help="version number (default: next free one)")
     e.add_argument("--max-num-steps", type=int, default=1000,
                    help="largest num_steps the adapt signature accepts (default 1000)")
+    e.add_argument("--tflite", nargs="?", const="", default=None, metavar="FILE",
+                   help="also convert the export for on-device adaptation (TFLite builtins only; "
+                   "regressors, MLP policies, Q-networks); default FILE: "
+                   "EXPORT_BASE/NAME/VERSION.tflite, beside the version directory")
 
     a = sub.add_parser("adapt", help="adapt an exported model to data or a fresh task",
                        description="Calls the SavedModel's `adapt` signature (TensorFlow only). "
@@ -197,6 +202,14 @@ def _export(args) -> int:
     path = exporter(learner, args.to, args.name or config.name, version=args.version,
                           max_num_steps=args.max_num_steps, extra_metadata=meta)
     print(path)
+    if args.tflite is not None:
+        from export import tflite
+
+        # Checked against the SavedModel on random inputs before anything is written.
+        module = tflite.module_from_saved_model(path)
+        target = args.tflite or os.path.normpath(path) + ".tflite"
+        for written in tflite.convert(module, target):
+            print(written)
     if args.serving_config is not None:
         _serving_config(args)
     return 0
