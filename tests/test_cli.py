@@ -4,8 +4,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
+from export.tflite import TFLiteModel
 from training.config import ExperimentConfig, load_config
 
 
@@ -42,11 +45,6 @@ def test_train_then_export_end_to_end(tmp_path, repo_root):
     assert lite.returncode == 0, lite.stderr[-3000:]
     saved, lite_path = lite.stdout.split()
     assert saved == os.path.join(base, "sin", "3") and lite_path == saved + ".tflite"
-    import numpy as np
-    import tensorflow as tf
-
-    from export.tflite import TFLiteModel
-
     xs = np.linspace(-4, 4, 5, dtype=np.float32)[:, None]
     inputs = dict(support_x=xs, support_y=np.sin(xs), query_x=xs[:3])
     want = tf.saved_model.load(saved).signatures["adapt"](
