@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=100, help="trials per PPO iteration")
     ap.add_argument("--units", type=int, default=64, help="GRU width")
+    ap.add_argument("--value-net", choices=("separate", "shared"), default="separate",
+                    help="value head on its own GRU (pytorch_rl2) or on the policy's GRU")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--entropy", type=float, default=0.01)
     ap.add_argument("--discount", type=float, default=0.99)
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     command = "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
     lines = [f"# {command}", f"# date={datetime.datetime.now(datetime.timezone.utc).isoformat()}",
-             "# machine loaded (2 cores shared by 6 engineers); 1 TF thread", f"n={args.n}"]
+             "# machine loaded (2 cores shared by 4 engineers); 1 TF thread", f"n={args.n}"]
     tasks = TabularMDPTasks(num_episodes=args.n)
     test = tasks.sample(args.eval_trials, seed=1234, split="test")
     opt = np.array([args.n * optimal_return(t, tasks.horizon) for t in test])
@@ -71,8 +73,9 @@ def main(argv=None) -> int:
     cfg = RL2Config(episodes_per_trial=args.n, meta_batch_size=args.batch, learning_rate=args.lr,
                     entropy_coef=args.entropy, discount=args.discount, gae_lambda=args.gae_lambda,
                     bptt_chunk=args.bptt_chunk, num_minibatches=args.minibatches)
-    learner = RL2Learner(rl2_policy_for(tasks, units=args.units, seed=args.seed), tasks, cfg,
-                         seed=args.seed)
+    policy = rl2_policy_for(tasks, units=args.units, seed=args.seed,
+                            separate_value=args.value_net == "separate")
+    learner = RL2Learner(policy, tasks, cfg, seed=args.seed)
     manager = None
     if args.ckpt:
         ckpt = tf.train.Checkpoint(**learner.checkpoint_items())
@@ -107,7 +110,7 @@ def main(argv=None) -> int:
     lines.append(f"rl2_over_random={rl2 / rnd.mean():.4f}")
     lines.append(f"train_iterations={learner.step} trained_this_run={learner.step - start} "
                  f"stopped_on_time_budget={stopped_early} train_seconds={train_s:.0f} "
-                 f"batch={args.batch} units={args.units} lr={args.lr} "
+                 f"batch={args.batch} units={args.units} value_net={args.value_net} lr={args.lr} "
                  f"entropy_coef={args.entropy} discount={args.discount} "
                  f"gae_lambda={args.gae_lambda} bptt_chunk={args.bptt_chunk} "
                  f"env_steps={learner.step * args.batch * args.n * tasks.horizon}")

@@ -250,3 +250,126 @@ def test_bad_configs_are_refused_by_name():
     with pytest.raises(ValueError, match="`bptt_chunk` \\(3\\) must divide"):
         RL2Learner(rl2_policy_for(tasks, units=4), tasks,
                    RL2Config(episodes_per_trial=4, bptt_chunk=3))
+
+
+# -- what the policy sees, and the replay in the PPO loss (issue #4 bug hunt) ---------------------
+def _mdp_learner(bptt_chunk=0, seed=0):
+    tasks = TabularMDPTasks(num_states=4, num_actions=3, horizon=3, num_episodes=4)
+    cfg = RL2Config(episodes_per_trial=4, meta_batch_size=64, num_epochs=1, num_minibatches=2,
+                    bptt_chunk=bptt_chunk)
+    return RL2Learner(rl2_policy_for(tasks, units=8, seed=seed), tasks, cfg, seed=seed)
+
+
+@pytest.mark.parametrize("in_graph", [True, False])
+def test_input_at_step_t_carries_the_previous_action_reward_and_done(in_graph):
+    learner = _mdp_learner()
+    if in_graph:
+        task = learner.tasks.sample_tf(tf.constant([4, 5], tf.int64), 64)
+        b = learner._rollout_tf(learner._params(), task, tf.constant([6, 7], tf.int64), 64)
+    else:
+        b = learner.collect_trials_gym(learner.tasks.sample(64, seed=3), seed=3)
+    x, a, r, d = (np.asarray(v) for v in (b.inputs, b.actions, b.rewards, b.dones))
+    s_dim, n_act = 4, 3
+    obs, prev_a, prev_r, prev_d = (x[..., :s_dim], x[..., s_dim:s_dim + n_act],
+                                   x[..., s_dim + n_act], x[..., s_dim + n_act + 1])
+    # x_t = (o_t, onehot(a_t-1), r_t-1, d_t-1); nothing before the first step of a trial.
+    np.testing.assert_array_equal(prev_a[:, 1:], np.eye(n_act)[a[:, :-1]])
+    np.testing.assert_array_equal(prev_r[:, 1:], r[:, :-1])
+    np.testing.assert_array_equal(prev_d[:, 1:], d[:, :-1])
+    assert not x[:, 0, s_dim:].any()
+    # Episodes of 3 steps inside the 12-step trial; each one (the first too) starts in state 0.
+    np.testing.assert_array_equal(d, np.tile([0.0, 0.0, 1.0], 4)[None].repeat(64, 0))
+    starts = np.concatenate([[True], d[0, :-1] == 1.0])
+    np.testing.assert_array_equal(obs[:, starts], np.eye(s_dim)[np.zeros(4, int)][None].repeat(64, 0))
+    assert np.all(obs.sum(-1) == 1.0)
+
+
+def test_reward_of_step_t_belongs_to_the_state_shown_at_step_t():
+    # r_t ~ N(mu(s_t, a_t), 1) with s_t the observation of the same step: the residuals
+    # r_t - mu(o_t, a_t) are standard normal. Misaligned by one step they would have std ~1.4.
+    learner = _mdp_learner()
+    tasks = learner.tasks.sample(64, seed=11)
+    mu = np.stack([t.reward_means for t in tasks])
+    b = learner._rollout_tf(learner._params(), learner.tasks.stack(tasks),
+                            tf.constant([1, 2], tf.int64), 64)
+    s = np.asarray(b.inputs)[..., :4].argmax(-1)
+    a = np.asarray(b.actions)
+    resid = np.asarray(b.rewards) - mu[np.arange(64)[:, None], s, a]
+    assert abs(resid.mean()) < 0.15 and 0.9 < resid.std() < 1.1, (resid.mean(), resid.std())
+
+
+@pytest.mark.parametrize("bptt_chunk", [0, 3])
+def test_ppo_replay_reproduces_the_sampling_log_probs_and_values(bptt_chunk):
+    # The update re-runs each trial (or chunk) from the state the rollout had at its start with
+    # the same inputs: before any gradient step the recomputed log-probs and values are exactly
+    # those of sampling, so the first PPO ratio is 1.
+    learner = _mdp_learner(bptt_chunk=bptt_chunk)
+    learner.train(1)  # trained weights, not the initialisation
+    task = learner.tasks.sample_tf(tf.constant([8, 9], tf.int64), 64)
+    b = learner._rollout_tf(learner._params(), task, tf.constant([2, 3], tf.int64), 64)
+    adv, ret = trial_advantages(b.rewards, b.values, 0.99, 0.3)
+    inputs, actions, old_lp, _, _, starts = learner._chunks(b, adv, ret)
+    assert inputs.shape[0] == 64 * (12 // (bptt_chunk or 12))
+    heads, values, _, _ = learner.apply.unroll(learner._params(), inputs, starts)
+    log_probs, _ = learner._log_prob_entropy(heads, actions)
+    np.testing.assert_allclose(log_probs.numpy(), old_lp.numpy(), atol=1e-5)
+    np.testing.assert_allclose(values.numpy().reshape(64, 12), b.values.numpy(), atol=1e-5)
+    out = learner._loss(learner._params(), *learner._chunks(b, adv, ret))
+    assert abs(float(out["approx_kl"])) < 1e-6 and float(out["clip_fraction"]) == 0.0
+
+
+def test_tabular_mdp_distribution_and_random_baseline_agree_with_the_env():
+    fam = TabularMDPTasks()  # the RL² paper's sizes: 10 states, 5 actions, horizon 10
+    tf_tasks = fam.sample_tf(tf.constant([3, 1], tf.int64), 400)
+    np_tasks = fam.sample(400, seed=3)
+    for p, mu in ((tf_tasks.transitions.numpy(), tf_tasks.reward_means.numpy()),
+                  (np.stack([t.transitions for t in np_tasks]),
+                   np.stack([t.reward_means for t in np_tasks]))):
+        # Dirichlet(1) over 10 states: mean 0.1, variance 9 / (100 * 11); mu(s, a) ~ N(1, 1).
+        assert abs(p.mean() - 0.1) < 1e-3 and abs(p.var() - 9 / 1100) < 6e-4
+        assert abs(mu.mean() - 1.0) < 0.03 and abs(mu.std() - 1.0) < 0.03
+    # The exact random-policy expectation is what uniformly random play earns in TabularMDPTF.
+    tasks = np_tasks[:100]
+    env = fam.tf_env()
+    batched = fam.stack(tasks * 20)
+    state, total = env.reset(batched), np.zeros(2000)
+    for t in range(10):
+        seed = tf.constant([t, 5], tf.int64)
+        action = tf.random.stateless_uniform([2000], seed, 0, 5, dtype=tf.int32)
+        state, reward, _ = env.step(state, action, tf.constant([t, 6], tf.int64))
+        total += reward.numpy()
+    exact = np.mean([uniform_random_return(t) for t in tasks])
+    assert abs(total.mean() - exact) < 0.25, (total.mean(), exact)  # CI ~ +-0.15
+    assert np.mean([optimal_return(t) for t in tasks]) > exact + 5
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_separate_value_cell_has_its_own_state_and_weights(cell):
+    shared = recurrent_policy(6, num_actions=2, units=4, cell=cell, seed=1)
+    policy = recurrent_policy(6, num_actions=2, units=4, cell=cell, seed=1, separate_value=True)
+    assert policy.state_size == 2 * shared.state_size and policy.separate_value
+    apply = RecurrentApply(policy)
+    xs = tf.random.stateless_normal([3, 5, 6], [1, 2])
+    variables = policy.trainable_variables
+    params = [tf.convert_to_tensor(v) for v in variables]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(params)
+        heads, values, _, _ = apply.unroll(params, xs, apply.initial_state(3))
+        logit_sum, value_sum = tf.reduce_sum(heads), tf.reduce_sum(values)
+    zero = tf.UnconnectedGradients.ZERO
+    g_pi = tape.gradient(logit_sum, params, unconnected_gradients=zero)
+    g_v = tape.gradient(value_sum, params, unconnected_gradients=zero)
+    for v, a, b in zip(variables, g_pi, g_v):
+        # every weight serves exactly one of the two heads
+        assert (float(tf.norm(a)) > 0) != (float(tf.norm(b)) > 0), v.path
+        assert (float(tf.norm(b)) > 0) == v.path.startswith("value"), v.path
+    # The policy half of the state evolves exactly as a shared-cell policy with the same weights.
+    half = shared.state_size
+    for v_shared in shared.trainable_variables:
+        [match] = [v for v in variables if v.path == v_shared.path]  # gru/..., logits/..., value/...
+        match.assign(v_shared)
+    heads2, _, states2, _ = apply.unroll(policy.trainable_variables, xs, apply.initial_state(3))
+    ref = RecurrentApply(shared)
+    heads1, _, states1, _ = ref.unroll(shared.trainable_variables, xs, ref.initial_state(3))
+    np.testing.assert_allclose(heads2.numpy(), heads1.numpy(), atol=1e-6)
+    np.testing.assert_allclose(states2[..., :half].numpy(), states1.numpy(), atol=1e-6)

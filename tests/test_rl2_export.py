@@ -116,3 +116,26 @@ def test_bad_state_and_batch_mismatch_name_the_input(mdp_learner, tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match="done must have the same batch size as observation"):
         module.action(state=tf.zeros([2, 16]), **{**kw, "done": tf.zeros([1])})
+
+
+def test_separate_value_policy_exports_its_double_state(tmp_path):
+    tasks = TabularMDPTasks(num_states=4, num_actions=3, horizon=3, num_episodes=3)
+    policy = rl2_policy_for(tasks, units=5, seed=4, separate_value=True)
+    module = AdaptiveRecurrentPolicy(policy, obs_dim=4)
+    module.save(str(tmp_path / "m"))
+    m = tf.saved_model.load(str(tmp_path / "m"))
+    state = m.signatures["get_initial_state"](batch_size=tf.constant(2))["state"]
+    assert state.shape == (2, 10)  # concat(policy GRU state, value GRU state)
+    x = tf.constant([[1.0, 0, 0, 0, 0, 1, 0, 0.5, 0], [0, 1.0, 0, 0, 1, 0, 0, -1.0, 1]])
+    kw = dict(observation=x[:, :4], prev_action=tf.constant([1, 0]), prev_reward=x[:, 7],
+              done=x[:, 8])
+    ref_state = tf.zeros([2, 10])
+    for _ in range(3):  # three steps, carrying the state the export returns
+        out = m.signatures["action"](state=state, **kw)
+        head, value, ref_state = policy([x, ref_state])
+        np.testing.assert_allclose(out["logits"].numpy(), head.numpy(), atol=1e-5)
+        np.testing.assert_allclose(out["value"].numpy(), value[:, 0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(out["state"].numpy(), ref_state.numpy(), atol=1e-5)
+        state = out["state"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"state must be \[batch, 10\]"):
+        module.action(state=tf.zeros([2, 5]), **kw)

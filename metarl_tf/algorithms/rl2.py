@@ -169,12 +169,17 @@ def trial_advantages(rewards, values, discount, lam) -> tuple[tf.Tensor, tf.Tens
 
 
 def rl2_policy_for(tasks, units: int = 256, cell: str = "gru", hidden=(), activation="tanh",
-                   seed: int = 0) -> keras.Model:
-    """The ``recurrent_policy`` whose input and head fit ``tasks``' observations and actions."""
+                   seed: int = 0, separate_value: bool = False) -> keras.Model:
+    """The ``recurrent_policy`` whose input and head fit ``tasks``' observations and actions.
+
+    ``separate_value=True`` gives the value its own cell (pytorch_rl2's separate value network);
+    on the tabular MDPs it learned much faster than the shared cell (``docs/algorithms/rl2.md``).
+    """
     obs_dim, num_actions, act_dim = _spaces(tasks)
     size = num_actions if num_actions is not None else act_dim
     return recurrent_policy(rl2_input_dim(obs_dim, size), num_actions=num_actions, act_dim=act_dim,
-                            units=units, cell=cell, hidden=hidden, activation=activation, seed=seed)
+                            units=units, cell=cell, hidden=hidden, activation=activation, seed=seed,
+                            separate_value=separate_value)
 
 
 def has_trial_env(tasks) -> bool:

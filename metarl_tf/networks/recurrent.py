@@ -11,6 +11,11 @@ trial**, so what the network learned about the task in episode 1 steers episode 
     pi(. | h_t+1) = softmax(W_pi h_t+1)  or  N(W_mu h_t+1, exp(log_std))
     V(h_t+1)     = w_v h_t+1
 
+With ``separate_value=True`` the value has a cell (and MLP) of its own reading the same ``x_t``,
+``V = w_v h^v_t+1``, and the state is ``concat(policy state, value state)``: the policy's cell is
+then shaped by the policy loss alone, as in lucaslingle/pytorch_rl2 (separate policy and value
+networks). On the RL² tabular MDPs the shared cell learned far slower (``docs/algorithms/rl2.md``).
+
 The model is one step of that recursion, an ordinary functional Keras model
 ``[x [B, input_dim], state [B, state_size]] -> [head, value [B, 1], next_state [B, state_size]]``
 (``head`` = logits ``[B, A]``, or ``concat(mean, log_std)`` ``[B, 2 act_dim]``). The state is one
@@ -64,6 +69,7 @@ def rl2_input(observation, prev_action, prev_reward, done, num_actions: int | No
 def recurrent_policy(input_dim: int, num_actions: int | None = None, act_dim: int | None = None,
                      units: int = 256, cell: str = "gru", hidden: Sequence[int] = (),
                      activation: str = "tanh", init_log_std: float = 0.0, seed: int = 0,
+                     separate_value: bool = False,
                      name: str = "recurrent_policy") -> keras.Model:
     """A one-step recurrent actor-critic (categorical or Gaussian head, value head).
 
@@ -77,6 +83,8 @@ def recurrent_policy(input_dim: int, num_actions: int | None = None, act_dim: in
       activation: the MLP's activation.
       init_log_std: the Gaussian head's initial log-std.
       seed: initializer seed.
+      separate_value: give the value head its own MLP and cell (same widths and cell type); the
+        state becomes ``concat(policy state, value state)`` (``state_size`` doubles).
 
     Returns:
       A built functional Keras model ``[x, state] -> [head, value [B, 1], next_state]``; its
@@ -96,28 +104,41 @@ def recurrent_policy(input_dim: int, num_actions: int | None = None, act_dim: in
     hidden = tuple(hidden)
     for width in hidden:
         _check_size("hidden", width)
-    state_size = units if cell == "gru" else 2 * units
+    if not isinstance(separate_value, bool):
+        raise ValueError(f"`separate_value` must be a bool, got {separate_value!r}")
+    cell_size = units if cell == "gru" else 2 * units
+    state_size = 2 * cell_size if separate_value else cell_size
     glorot = lambda i: keras.initializers.GlorotUniform(seed=seed + i)  # noqa: E731
 
     x_in = keras.Input((input_dim,), name="x")
     state_in = keras.Input((state_size,), name="state")
-    z = x_in
-    for i, width in enumerate(hidden):
-        z = keras.layers.Dense(width, activation=activation, kernel_initializer=glorot(i),
-                               name=f"dense_{i}")(z)
     k = len(hidden)
-    if cell == "gru":
-        rnn = keras.layers.GRUCell(units, kernel_initializer=glorot(k),
-                                   recurrent_initializer=keras.initializers.Orthogonal(seed=seed + k),
-                                   name="gru")
-        h, _ = rnn(z, [state_in])
-        next_state = h
+
+    def tower(prefix: str, offset: int, state):
+        """MLP + cell on ``x``: ``(output h, next cell state)``."""
+        z = x_in
+        for i, width in enumerate(hidden):
+            z = keras.layers.Dense(width, activation=activation,
+                                   kernel_initializer=glorot(offset + i),
+                                   name=f"{prefix}dense_{i}")(z)
+        orth = keras.initializers.Orthogonal(seed=seed + offset + k)
+        if cell == "gru":
+            rnn = keras.layers.GRUCell(units, kernel_initializer=glorot(offset + k),
+                                       recurrent_initializer=orth, name=f"{prefix}gru")
+            h, _ = rnn(z, [state])
+            return h, h
+        rnn = keras.layers.LSTMCell(units, kernel_initializer=glorot(offset + k),
+                                    recurrent_initializer=orth, name=f"{prefix}lstm")
+        h, (h2, c2) = rnn(z, [state[:, :units], state[:, units:]])
+        return h, keras.layers.Concatenate(name=f"{prefix}lstm_state")([h2, c2])
+
+    if separate_value:
+        h, pi_state = tower("", 0, state_in[:, :cell_size])
+        h_v, v_state = tower("value_", k + 3, state_in[:, cell_size:])
+        next_state = keras.layers.Concatenate(name="policy_value_state")([pi_state, v_state])
     else:
-        rnn = keras.layers.LSTMCell(units, kernel_initializer=glorot(k),
-                                    recurrent_initializer=keras.initializers.Orthogonal(seed=seed + k),
-                                    name="lstm")
-        h, (h2, c2) = rnn(z, [state_in[:, :units], state_in[:, units:]])
-        next_state = keras.layers.Concatenate(name="lstm_state")([h2, c2])
+        h, next_state = tower("", 0, state_in)
+        h_v = h
     if num_actions is not None:
         head = keras.layers.Dense(num_actions, kernel_initializer=keras.initializers.GlorotUniform(
             seed=seed + k + 1), name="logits")(h)
@@ -126,11 +147,12 @@ def recurrent_policy(input_dim: int, num_actions: int | None = None, act_dim: in
             seed=seed + k + 1), name="mean")(h)
         head = GaussianHead(init_log_std, name="log_std")(mean)
     value = keras.layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(
-        seed=seed + k + 2), name="value")(h)
+        seed=seed + k + 2), name="value")(h_v)
     model = keras.Model([x_in, state_in], [head, value, next_state], name=name)
     model.state_size = state_size
     model.units = units
     model.cell_type = cell
+    model.separate_value = separate_value
     model.input_dim = input_dim
     model.distribution = "categorical" if num_actions is not None else "gaussian"
     model.num_actions = num_actions
