@@ -7,7 +7,8 @@ Signatures (TF Serving's predict method; batch dimensions -1):
 * ``adapt``: ``observations`` float32 ``[-1, obs_dim]``, ``actions`` int32 ``[-1]``, ``rewards``
   float32 ``[-1]``, ``next_observations`` float32 ``[-1, obs_dim]``, ``dones`` float32 ``[-1]``
   (1 where the next state is terminal), ``num_steps`` int32 ``[]`` -> ``z`` float32 ``[z_dim]``:
-  ``num_steps`` gradient steps on z of the TD loss of those transitions, from the initial z
+  ``num_steps`` gradient steps on z of the learner's inner loss on those transitions (the TD loss,
+  or a reward head's error: ``MetaDQNConfig.inner_loss``), from the initial z
   (``metarl_tf.algorithms.meta_dqn.adapt_embedding``: the library's inner loop, traced).
 * ``action_with_z``: ``observation`` ``[-1, obs_dim]``, ``z`` ``[z_dim]`` -> ``action``, ``q_values``.
 
@@ -45,11 +46,15 @@ class AdaptableQNetwork(tf.Module):
       rule: ``adaptation.SGD`` or ``adaptation.PerParameterSGD`` (one rate per z dimension).
       discount, huber_delta: the inner TD loss's settings (the learner's config).
       max_num_steps: the largest ``num_steps`` ``adapt`` accepts.
+      inner_loss, reward_params, reward_weight, normalize_grad: the learner's inner loss
+        (``MetaDQNConfig.inner_loss``; ``reward_params`` are the reward head's weights when it is
+        not ``"td"``), ``reward_loss_weight`` and ``normalize_inner_grad``.
     """
 
     def __init__(self, network, params, z_init, rule: adaptation.UpdateRule, discount: float,
                  huber_delta: float = 1.0, max_num_steps: int = 100,
-                 name: str = "adaptable_q_network"):
+                 name: str = "adaptable_q_network", inner_loss: str = "td",
+                 reward_params=None, reward_weight: float = 1.0, normalize_grad: bool = False):
         super().__init__(name=name)
         if isinstance(max_num_steps, bool) or not isinstance(max_num_steps, int) or max_num_steps < 0:
             raise ValueError(f"`max_num_steps` must be an integer >= 0, got {max_num_steps!r}")
@@ -60,6 +65,12 @@ class AdaptableQNetwork(tf.Module):
         self.params = [tf.Variable(p, trainable=False, name=f"param_{i}")
                        for i, p in enumerate(params)]
         self.z_init = tf.Variable(z_init, trainable=False, name="z_init")
+        if inner_loss != "td" and not reward_params:
+            raise ValueError(f"`inner_loss` {inner_loss!r} needs `reward_params` (the reward head)")
+        self.inner_loss, self.reward_weight = inner_loss, float(reward_weight)
+        self.normalize_grad = bool(normalize_grad)
+        self.reward_params = [tf.Variable(p, trainable=False, name=f"reward_param_{i}")
+                              for i, p in enumerate(reward_params or [])]
         rule = own_rule(self, rule)
         obs_dim, num_actions, z_dim, act = self.obs_dim, self.num_actions, self.z_dim, self.activation
         max_steps = tf.constant(max_num_steps, tf.int32)
@@ -115,8 +126,12 @@ class AdaptableQNetwork(tf.Module):
                 batch = Transitions(tf.identity(observations)[None], actions[None], rewards[None],
                                     next_observations[None], dones[None], dones[None])
             params = [tf.convert_to_tensor(p) for p in self.params]
+            head = [tf.convert_to_tensor(p) for p in self.reward_params] or None
             z = adapt_embedding(params, tf.convert_to_tensor(self.z_init), batch, rule, num_steps,
-                                self.discount, self.huber_delta, act, first_order=True).params[0]
+                                self.discount, self.huber_delta, act, first_order=True,
+                                inner_loss_kind=self.inner_loss, reward_params=head,
+                                reward_weight=self.reward_weight,
+                                normalize_grad=self.normalize_grad).params[0]
             return {"z": z[0]}
 
         self.serving_default = serving_default
@@ -132,6 +147,8 @@ class AdaptableQNetwork(tf.Module):
                 "observation_dim": self.obs_dim, "num_actions": self.num_actions,
                 "z_dim": self.z_dim, "hidden": list(self.hidden), "activation": self.activation,
                 "discount": self.discount, "huber_delta": self.huber_delta,
+                "inner_loss": self.inner_loss, "reward_loss_weight": self.reward_weight,
+                "normalize_inner_grad": self.normalize_grad,
                 "max_num_steps": self.max_num_steps, "signatures": sorted(self.signatures()),
                 **rule_metadata(self)}
 
@@ -148,5 +165,7 @@ def export_qnetwork_learner(learner, base: str, name: str, version: int | None =
     module = AdaptableQNetwork(
         learner.network, [tf.convert_to_tensor(v) for v in learner.params],
         tf.convert_to_tensor(learner.z_init), learner.update_rule(), cfg.discount,
-        cfg.huber_delta, max_num_steps=max_num_steps)
+        cfg.huber_delta, max_num_steps=max_num_steps, inner_loss=cfg.inner_loss,
+        reward_params=[tf.convert_to_tensor(v) for v in learner.reward_params],
+        reward_weight=cfg.reward_loss_weight, normalize_grad=cfg.normalize_inner_grad)
     return write_versioned(base, name, lambda d: module.save(d, extra_metadata), version=version)

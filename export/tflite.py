@@ -537,6 +537,11 @@ def module_from_saved_model(path: str, min_std: float = 1e-6) -> _Module:
         module = policy_module(None, params, rule, meta.get("estimator", "lvc"), steps,
                                structure=structure)
     else:
+        if meta.get("inner_loss", "td") != "td" or meta.get("normalize_inner_grad", False):
+            raise ValueError(f"{path}: TFLite adapt supports only the plain TD inner loss of "
+                             f"Meta-DQN; this export adapts on inner_loss "
+                             f"{meta.get('inner_loss')!r} (normalize_inner_grad "
+                             f"{meta.get('normalize_inner_grad', False)})")
         module = q_network_module(params, np.asarray(m.z_init), rule, meta["activation"],
                                   meta["discount"], meta.get("huber_delta", 1.0), steps)
     _verify(module, m, kind, meta)

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from metarl_tf.algorithms import dqn
 from metarl_tf.algorithms.meta_dqn import (MetaDQNConfig, MetaDQNLearner, adapt_embedding,
-                                           embedding_rule, inner_td_loss, outer_td_loss)
+                                           embedding_rule, inner_td_loss, outer_td_loss,
+                                           reward_loss)
 from metarl_tf.networks.q_network import TaskConditionedQNetwork, q_values
 from metarl_tf.rollouts.replay import TaskReplayBuffer, Transitions
 from metarl_tf.tasks import CartPoleDirTasks, GridWorldTasks, MountainCarLRTasks
@@ -171,6 +172,66 @@ def test_inner_loop_changes_z_and_nothing_else_and_the_meta_gradient_flows_throu
     np.testing.assert_allclose(first_loss, inner_td_loss(params, z0, support, 0.9), rtol=1e-5)
 
 
+@pytest.mark.parametrize("compiled", COMPILED)
+def test_reward_inner_loss_step_by_hand_and_its_meta_gradient_reaches_the_head(compiled):
+    net = TaskConditionedQNetwork(obs_dim=3, num_actions=2, z_dim=4, hidden=(16,), seed=2)
+    head = TaskConditionedQNetwork(obs_dim=6, num_actions=2, z_dim=4, hidden=(8, 8), seed=3)
+    support, query = random_batch(seed=1), random_batch(seed=2)
+    z0 = tf.constant([0.1, -0.2, 0.3, 0.0])
+    rule = embedding_rule(0.5)
+
+    def run():
+        params, rparams = net.params(), head.params()
+        with tf.GradientTape() as tape:
+            tape.watch(params + rparams)
+            z = adapt_embedding(params, z0, support, rule, 2, 0.9, inner_loss_kind="reward",
+                                reward_params=rparams, reward_weight=2.0).params[0]
+            # only the Q-network's TD loss on the query: the head is reached through z alone
+            loss = tf.reduce_mean(outer_td_loss(params, params, z, query, MetaDQNConfig()))
+        return z, tape.gradient(loss, rparams, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    z, head_grads = maybe_compiled(run, compiled)()
+    assert all(float(tf.norm(g)) > 0 for g in head_grads)  # second order, through the inner steps
+    # one step: z_1 = z_0 - 0.5 * d/dz 2 * mean_k (r_hat(s_k, a_k, s'_k, z) - r_k)^2 at z_0, with
+    # r_hat = head(concat(s, s'), z)[a] (the TD loss plays no part in "reward")
+    zt = tf.tile(z0[None], [3, 1])
+    with tf.GradientTape() as tape:
+        tape.watch(zt)
+        pair = tf.concat([support.observation, support.next_observation], -1)
+        pred = dqn.select(q_values(head.params(), pair, zt), support.action)
+        loss = tf.reduce_sum(2.0 * tf.reduce_mean(tf.square(pred - support.reward), -1))
+    one = adapt_embedding(net.params(), z0, support, rule, 1, 0.9, inner_loss_kind="reward",
+                          reward_params=head.params(), reward_weight=2.0).params[0]
+    np.testing.assert_allclose(one, zt - 0.5 * tape.gradient(loss, zt), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(reward_loss(head.params(), zt, support),
+                               tf.reduce_mean(tf.square(pred - support.reward), -1), rtol=1e-6)
+    both = adapt_embedding(net.params(), z0, support, rule, 1, 0.9, inner_loss_kind="td+reward",
+                           reward_params=head.params(), reward_weight=2.0).support_loss
+    np.testing.assert_allclose(both, inner_td_loss(net.params(), zt, support, 0.9)
+                               + 2.0 * reward_loss(head.params(), zt, support), rtol=1e-5)
+    with pytest.raises(ValueError, match="`inner_loss` 'reward' needs `reward_params`"):
+        adapt_embedding(net.params(), z0, support, rule, 1, 0.9, inner_loss_kind="reward")
+
+
+def test_normalized_inner_step_moves_each_task_by_its_rate():
+    net = TaskConditionedQNetwork(obs_dim=3, num_actions=2, z_dim=4, hidden=(16,), seed=2)
+    support = random_batch(seed=1)
+    z0 = tf.constant([0.1, -0.2, 0.3, 0.0])
+    plain = adapt_embedding(net.params(), z0, support, embedding_rule(0.5), 1, 0.9).params[0]
+    unit = adapt_embedding(net.params(), z0, support, embedding_rule(0.5), 1, 0.9,
+                           normalize_grad=True).params[0]
+    # the step is the plain one's direction with length 0.5 (the rate), in every task
+    np.testing.assert_allclose(tf.norm(unit - z0, axis=-1), [0.5] * 3, rtol=1e-5)
+    cos = tf.reduce_sum((unit - z0) * (plain - z0), -1) / (
+        tf.norm(unit - z0, axis=-1) * tf.norm(plain - z0, axis=-1))
+    np.testing.assert_allclose(cos, [1.0] * 3, rtol=1e-5)
+    # per-dimension rates scale the unit direction elementwise
+    rates = tf.constant([1.0, 2.0, 0.0, 1.0])
+    per_dim = adapt_embedding(net.params(), z0, support, embedding_rule(None, rates), 1, 0.9,
+                              normalize_grad=True).params[0]
+    np.testing.assert_allclose(per_dim - z0, (unit - z0) / 0.5 * rates, rtol=1e-5, atol=1e-7)
+
+
 def test_tf_environments_match_gymnasium():
     rng = np.random.default_rng(0)
     for family, n_actions in ((CartPoleDirTasks(), 2), (GridWorldTasks(), 4),
@@ -231,6 +292,14 @@ def test_config_and_learner_refuse_bad_values_by_name():
         MetaDQNConfig(target_update="soft")
     with pytest.raises(ValueError, match="`z_dim` must be an integer >= 0"):
         MetaDQNConfig(z_dim=-1)
+    with pytest.raises(ValueError, match="`inner_loss` must be one of"):
+        MetaDQNConfig(inner_loss="reward_prediction")
+    with pytest.raises(ValueError, match="`reward_loss_weight` must be a finite number"):
+        MetaDQNConfig(reward_loss_weight=0.0)
+    with pytest.raises(ValueError, match="`reward_hidden` must be an integer >= 1"):
+        MetaDQNConfig(reward_hidden=0)
+    with pytest.raises(ValueError, match="`normalize_inner_grad` must be True or False"):
+        MetaDQNConfig(normalize_inner_grad="yes")
     net = TaskConditionedQNetwork(2, 4, z_dim=3, hidden=(8,))
     with pytest.raises(ValueError, match=r"`network.z_dim` \(3\) must equal `z_dim` \(4\)"):
         MetaDQNLearner(net, GridWorldTasks(), MetaDQNConfig(z_dim=4))
@@ -263,6 +332,25 @@ def test_python_adapt_refuses_bad_transitions_by_name(tiny_learner):
         tiny_learner.adapt(**{**good, "dones": np.full(5, 0.5)})
 
 
+def test_reward_head_learner_trains_the_head_and_adapts_on_it():
+    cfg = MetaDQNConfig(**TINY, discount=0.9, inner_loss="reward", normalize_inner_grad=True,
+                        reward_hidden=8)
+    learner = MetaDQNLearner(TaskConditionedQNetwork(2, 4, 2, (8,), seed=0), GridWorldTasks(), cfg)
+    assert learner.reward_network is not None and learner.reward_network.obs_dim == 4
+    before = [v.numpy().copy() for v in learner.meta_variables]
+    metrics = learner.train(4)
+    assert "reward_loss" in metrics and np.isfinite(metrics["reward_loss"])
+    for b, v in zip(before, learner.meta_variables):
+        assert not np.allclose(b, v.numpy()), v.name  # the head's weights are meta-learned too
+    obs = np.zeros((5, 2), np.float32)
+    z = learner.adapt(obs, np.zeros(5, np.int64), np.array([0, 0, 1, 0, 0]), obs + 0.5,
+                      np.array([0, 0, 1, 0, 0]), num_steps=1)
+    # one normalised step of the learned per-dimension rates
+    np.testing.assert_allclose(np.linalg.norm((z - learner.z_init.numpy())
+                                              / learner.inner_rates.numpy()), 1.0, rtol=1e-4)
+    assert "reward_network" in learner.checkpoint_items()
+
+
 def test_train_step_updates_network_z0_rates_and_the_target_copy(tiny_learner):
     before = [v.numpy().copy() for v in tiny_learner.meta_variables]
     metrics = tiny_learner.train(4)
@@ -276,22 +364,25 @@ def test_train_step_updates_network_z0_rates_and_the_target_copy(tiny_learner):
     assert len(curve["returns"]) == 2 and len(curve["ci95"]) == 2
 
 
-@pytest.mark.skip(reason="Meta-DQN does not learn the grid-world yet (the inner loop finds a "
-                  "goal-independent, TD-consistent z; see docs/algorithms/meta-dqn.md)")
 def test_gridworld_meta_dqn_learns_with_a_tiny_budget():
-    """A 3x3 grid (2 held-out goals, 7 train goals): adapted z must beat a random policy clearly."""
-    tf.random.set_seed(0)
-    tasks = GridWorldTasks(size=3, horizon=8)
-    cfg = MetaDQNConfig(z_dim=2, inner_steps=2, inner_lr=10.0, num_train_tasks=7,
-                        meta_batch_size=7, support_size=60, query_batch_size=32,
-                        replay_capacity=2000, prefill_steps=100, discount=0.8,
-                        epsilon_decay_steps=300, target_update_period=50,
-                        steps_per_execution=100)
-    learner = MetaDQNLearner(TaskConditionedQNetwork(2, 4, 2, (32, 32), seed=0), tasks, cfg)
-    untrained = learner.evaluate(tasks=tasks.goals("train"), num_steps=2, episodes=8, seed=1)
+    """A 4x4 grid (4 held-out goals, 12 train goals), z adapted on the reward head's error by 2
+    normalised steps: after 600 meta-iterations the adapted z reaches the goal far more often than
+    the unadapted z_0, on the train goals and on the held-out goals (seen in development: held-out
+    success 0.19-0.41 after 400-800 iterations against 0.03-0.12 unadapted; train 0.87-0.93
+    against 0.07-0.13)."""
+    tasks = GridWorldTasks(size=4, horizon=12)
+    cfg = MetaDQNConfig(z_dim=4, inner_steps=2, inner_lr=0.5, inner_loss="reward",
+                        normalize_inner_grad=True, learn_z_init=False, reward_hidden=32,
+                        num_train_tasks=12, meta_batch_size=12, support_size=100,
+                        random_buffer_size=300, query_batch_size=32, replay_capacity=2000,
+                        prefill_steps=100, discount=0.9, epsilon_decay_steps=300,
+                        target_update_period=50, steps_per_execution=200)
+    learner = MetaDQNLearner(TaskConditionedQNetwork(2, 4, 4, (64, 64), seed=0), tasks, cfg)
     learner.train(600)
-    trained = learner.evaluate(tasks=tasks.goals("train"), num_steps=2, episodes=8, seed=1)
-    # returns are success rates (reward 1 at the goal): the trained, adapted Q reaches the goal
-    # from most random starts; the untrained one rarely does within 8 steps
-    assert trained["returns"][-1] > 0.8, (untrained, trained)
-    assert trained["returns"][-1] > untrained["returns"][-1] + 0.3
+    # success rates (reward 1 at the goal), [unadapted, 1 step, 2 steps], 3 support sets per goal
+    held_out = learner.evaluate(tasks=np.repeat(tasks.goals("test"), 3, 0), num_steps=2,
+                                episodes=10, seed=1)["returns"]
+    train = learner.evaluate(tasks=tasks.goals("train"), num_steps=2, episodes=10,
+                             seed=1)["returns"]
+    assert train[-1] > 0.7 and train[-1] > train[0] + 0.4, train
+    assert held_out[-1] > held_out[0] + 0.1, held_out

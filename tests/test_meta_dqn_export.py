@@ -12,7 +12,7 @@ import tensorflow as tf
 from export.qnetwork import export_qnetwork_learner
 from metarl_tf.algorithms.meta_dqn import MetaDQNConfig, MetaDQNLearner, collect_support
 from metarl_tf.networks.q_network import TaskConditionedQNetwork
-from metarl_tf.tasks import CartPoleDirTasks
+from metarl_tf.tasks import CartPoleDirTasks, GridWorldTasks
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +121,33 @@ def test_export_loads_and_adapts_with_tensorflow_alone(exported, tmp_path):
     meta = json.load(open(os.path.join(path, "assets.extra", "metarl_tf.json")))
     assert meta["kind"] == "AdaptableQNetwork" and meta["z_dim"] == 3
     assert meta["inner_rule"] == "per_parameter_sgd"
+
+
+def test_reward_head_export_adapts_like_the_library(tmp_path):
+    """A learner whose z adapts on the reward head's error (normalised steps): the exported adapt
+    carries the head and gives the library's z; the TFLite converter refuses it by name."""
+    from export.tflite import module_from_saved_model
+
+    family = GridWorldTasks()
+    cfg = MetaDQNConfig(z_dim=3, inner_steps=2, inner_lr=0.5, inner_loss="reward",
+                        normalize_inner_grad=True, reward_hidden=8, num_train_tasks=2,
+                        meta_batch_size=2, support_size=16, random_buffer_size=16,
+                        query_batch_size=8, replay_capacity=64, prefill_steps=16,
+                        steps_per_execution=3)
+    learner = MetaDQNLearner(TaskConditionedQNetwork(2, 4, 3, (16,), seed=4), family, cfg)
+    learner.train(3)
+    path = export_qnetwork_learner(learner, str(tmp_path), "grid", max_num_steps=10)
+    tr = collect_support(family.tf_env(), tf.constant(family.sample(1, 5, "test")), 200,
+                         family.horizon, 4, tf.constant([5, 6], tf.int64))
+    data = {"observations": tr.observation.numpy()[0], "actions": tr.action.numpy()[0],
+            "rewards": tr.reward.numpy()[0], "next_observations": tr.next_observation.numpy()[0],
+            "dones": tr.terminated.numpy()[0]}
+    assert data["rewards"].sum() > 0  # the support holds a rewarded transition
+    model = tf.saved_model.load(path)
+    for steps in (0, 1, 3):
+        np.testing.assert_allclose(call_adapt(model, data, steps).numpy(),
+                                   learner.adapt(**data, num_steps=steps), rtol=1e-5, atol=1e-6)
+    meta = json.load(open(os.path.join(path, "assets.extra", "metarl_tf.json")))
+    assert meta["inner_loss"] == "reward" and meta["normalize_inner_grad"] is True
+    with pytest.raises(ValueError, match="TFLite adapt supports only the plain TD inner loss"):
+        module_from_saved_model(path)

@@ -25,7 +25,14 @@ from it: at test time the agent adapts from such transitions)::
 ``adapt`` is ``metarl_tf.adaptation.adapt`` applied to ``z`` alone (the one inner loop of the
 library; the exported ``adapt`` signature traces the same code). Its TD targets come from the online
 network: a deployed network has no target copy, so training adapts exactly as deployment does.
-``first_order=True`` stops the gradient through the inner gradients. Every environment is a batched
+``first_order=True`` stops the gradient through the inner gradients.
+
+``MetaDQNConfig.inner_loss`` can replace the TD loss of ``adapt``: ``"reward"`` adapts z on the
+squared error of a z-conditioned reward head ``r_hat(s, a, s', z)`` (meta-learned with the network;
+the outer loss then adds the head's error on the query), ``"td+reward"`` on their sum; and
+``normalize_inner_grad`` makes every inner step of unit length per task before the rates scale it.
+On the grid-world the TD inner loss does not learn and the reward head with normalised steps does
+(``docs/algorithms/meta-dqn.md``). Every environment is a batched
 TF one (``tasks.tf_env()``), so collection, adaptation and the update are one compiled function.
 
 Also here: ``PerTaskDQNLearner`` (independent double DQNs, one per task, trained from scratch,
@@ -51,6 +58,7 @@ from metarl_tf.rollouts.replay import (LoopState, TaskReplayBuffer, Transitions,
 
 TARGET_UPDATES = ("periodic", "polyak")
 EVAL_ADAPTATIONS = ("z", "finetune")
+INNER_LOSSES = ("td", "reward", "td+reward")
 
 
 def _check_choice(config, name, choices):
@@ -70,6 +78,14 @@ class MetaDQNConfig:
     learn_inner_lr: bool = True  # Meta-learn one inner rate per z dimension (Meta-SGD on z).
     learn_z_init: bool = True  # Meta-learn z_0 (False: z_0 stays 0, as CAVIA's context reset).
     first_order: bool = False  # Stop the gradient through the inner gradients.
+    inner_loss: str = "td"  # What z adapts on: "td" (the TD loss of the support set), "reward"
+    # (the squared error of a z-conditioned reward head r(s, a, s', z) on the support rewards) or
+    # "td+reward" (their sum, the reward term weighted by reward_loss_weight). With a reward head
+    # the outer loss is TD + reward_loss_weight * reward error of the adapted z on the query.
+    reward_loss_weight: float = 1.0  # Weight of the reward-prediction error (inner and outer).
+    reward_hidden: int = 64  # Width of the reward head's two hidden layers (inner_loss != "td").
+    normalize_inner_grad: bool = False  # Each inner step moves z along its gradient scaled to unit
+    # norm per task (z <- z - alpha (*) g / |g|): the step no longer scales with the loss.
     num_train_tasks: int = 32  # Pool of training tasks, each with its own replay buffer.
     meta_batch_size: int = 16  # Pool tasks per meta-update.
     support_size: int = 200  # Random-policy transitions per task that z adapts on (the issue: <= 200).
@@ -104,7 +120,8 @@ class MetaDQNConfig:
         check_int(self, "z_dim", minimum=0)
         check_int(self, "inner_steps", minimum=0)
         check_float(self, "inner_lr")
-        for name in ("learn_inner_lr", "learn_z_init", "first_order", "double_dqn", "jit_compile"):
+        for name in ("learn_inner_lr", "learn_z_init", "first_order", "double_dqn", "jit_compile",
+                     "normalize_inner_grad"):
             check_bool(self, name)
         for name in ("num_train_tasks", "meta_batch_size", "support_size", "random_buffer_size",
                      "query_batch_size",
@@ -130,6 +147,9 @@ class MetaDQNConfig:
         check_float(self, "epsilon_start", 0.0, 1.0, low_inclusive=True)
         check_float(self, "epsilon_end", 0.0, 1.0, low_inclusive=True)
         check_float(self, "finetune_lr")
+        check_float(self, "reward_loss_weight")
+        check_int(self, "reward_hidden")
+        _check_choice(self, "inner_loss", INNER_LOSSES)
         _check_choice(self, "target_update", TARGET_UPDATES)
         _check_choice(self, "eval_adaptation", EVAL_ADAPTATIONS)
 
@@ -149,6 +169,59 @@ def inner_td_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
     return dqn.td_loss(q_tm1, batch.action, target, huber_delta)
 
 
+def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
+                      activation: str = "relu") -> tf.Tensor:
+    """The reward head's prediction ``[T, K]`` of ``r`` for ``[T, K]`` one-step transitions.
+
+    The head is a ``TaskConditionedQNetwork`` on ``concat(s, s')`` with one output per action:
+    ``r_hat(s, a, s', z) = head(concat(s, s'), z)[a]``.
+    """
+    pair = tf.concat([batch.observation, batch.next_observation], axis=-1)
+    return dqn.select(q_values(reward_params, pair, z, activation), batch.action)
+
+
+def reward_loss(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
+                activation: str = "relu") -> tf.Tensor:
+    """Per-task mean squared error ``[T]`` of the reward head on ``batch``'s rewards."""
+    pred = reward_prediction(reward_params, z, batch, activation)
+    return tf.reduce_mean(tf.square(pred - tf.cast(batch.reward, pred.dtype)), axis=-1)
+
+
+def inner_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions, discount: float,
+               huber_delta: float = 1.0, activation: str = "relu", kind: str = "td",
+               reward_params: Sequence[tf.Tensor] | None = None,
+               reward_weight: float = 1.0) -> tf.Tensor:
+    """The per-task loss ``[T]`` that z adapts on (``MetaDQNConfig.inner_loss``): the TD loss,
+    the reward head's squared error (times ``reward_weight``), or their sum."""
+    if kind not in INNER_LOSSES:
+        raise ValueError(f"`inner_loss` must be one of {INNER_LOSSES}, got {kind!r}")
+    if kind != "td" and reward_params is None:
+        raise ValueError(f"`inner_loss` {kind!r} needs `reward_params` (the reward head)")
+    loss = 0.0
+    if kind in ("td", "td+reward"):
+        loss = inner_td_loss(params, z, batch, discount, huber_delta, activation)
+    if kind in ("reward", "td+reward"):
+        loss = loss + reward_weight * reward_loss(reward_params, z, batch, activation)
+    return loss
+
+
+class NormalizedGradient:
+    """Wraps an update rule on ``[T, z_dim]`` embeddings: each task's gradient is divided by its
+    Euclidean norm (``sqrt(|g|^2 + eps^2)``) before the rule applies it."""
+
+    def __init__(self, rule: adaptation.UpdateRule, eps: float = 1e-8):
+        self.rule, self.eps = rule, eps
+
+    def init_state(self, params):
+        return self.rule.init_state(params)
+
+    def update(self, params, grads, state, loss):
+        # sqrt(|g|^2 + eps^2): finite (and differentiable) at g = 0
+        unit = [g * tf.math.rsqrt(tf.reduce_sum(tf.square(g), axis=-1, keepdims=True) + self.eps ** 2)
+                for g in grads]
+        return self.rule.update(params, unit, state, loss)
+
+
 def embedding_rule(inner_lr, rates=None) -> adaptation.UpdateRule:
     """SGD on z with one rate, or Meta-SGD with one (learned) rate per z dimension."""
     if rates is not None:
@@ -159,17 +232,23 @@ def embedding_rule(inner_lr, rates=None) -> adaptation.UpdateRule:
 def adapt_embedding(params: Sequence[tf.Tensor], z_init: tf.Tensor, batch: Transitions,
                     rule: adaptation.UpdateRule, num_steps, discount: float,
                     huber_delta: float = 1.0, activation: str = "relu",
-                    first_order: bool = False) -> adaptation.Adapted:
+                    first_order: bool = False, inner_loss_kind: str = "td",
+                    reward_params: Sequence[tf.Tensor] | None = None,
+                    reward_weight: float = 1.0,
+                    normalize_grad: bool = False) -> adaptation.Adapted:
     """Adapts z alone, from ``z_init`` ``[z_dim]``, for every task of ``batch`` ``[T, K, ...]``.
 
-    The network parameters are constants of the inner loop (the gradient is taken only with
-    respect to z); ``adaptation.adapt`` does the steps. Returns its ``Adapted`` whose ``params`` is
-    ``[z]`` with ``z`` ``[T, z_dim]``.
+    The network parameters (and the reward head's) are constants of the inner loop (the gradient
+    is taken only with respect to z); ``adaptation.adapt`` does the steps on ``inner_loss`` of kind
+    ``inner_loss_kind``. Returns its ``Adapted`` whose ``params`` is ``[z]`` with ``z``
+    ``[T, z_dim]``.
     """
     num_tasks = tf.shape(batch.action)[0]
     z0 = tf.tile(tf.convert_to_tensor(z_init)[None], [num_tasks, 1])
-    loss = lambda zs: inner_td_loss(params, zs[0], batch, discount, huber_delta,  # noqa: E731
-                                    activation)
+    loss = lambda zs: inner_loss(params, zs[0], batch, discount, huber_delta,  # noqa: E731
+                                 activation, inner_loss_kind, reward_params, reward_weight)
+    if normalize_grad:
+        rule = NormalizedGradient(rule)
     return adaptation.adapt(loss, [z0], rule, num_steps, first_order=first_order)
 
 
@@ -368,8 +447,17 @@ class MetaDQNLearner:
         self.z_init = tf.Variable(tf.zeros([cfg.z_dim]), name="z_init")
         self.inner_rates = (tf.Variable(tf.fill([cfg.z_dim], float(cfg.inner_lr)),
                                         name="inner_rates") if cfg.learn_inner_lr else None)
+        # the reward head r(s, a, s', z) when z adapts on reward prediction (inner_loss != "td")
+        self.reward_network = None
+        self.reward_params: list = []
+        if cfg.inner_loss != "td":
+            self.reward_network = TaskConditionedQNetwork(
+                2 * network.obs_dim, network.num_actions, cfg.z_dim,
+                (cfg.reward_hidden, cfg.reward_hidden), network.activation_name,
+                seed=network.seed + 1000, name="reward_head")
+            self.reward_params = list(self.reward_network.trainable_variables)
         self.meta_variables = self.params + [self.z_init] + (
-            [self.inner_rates] if cfg.learn_inner_lr else [])
+            [self.inner_rates] if cfg.learn_inner_lr else []) + self.reward_params
         # gradients of frozen meta-variables (z_0 when learn_z_init is False) are zeroed
         self._frozen = {len(self.params)} if not cfg.learn_z_init else set()
         self.target = [tf.Variable(v, trainable=False, name=f"target_{i}")
@@ -403,6 +491,8 @@ class MetaDQNLearner:
                  "target": tf.train.Checkpoint(**{f"v{i}": v for i, v in enumerate(self.target)})}
         if self.inner_rates is not None:
             items["inner_rates"] = self.inner_rates
+        if self.reward_network is not None:
+            items["reward_network"] = self.reward_network
         return items
 
     def update_rule(self) -> adaptation.UpdateRule:
@@ -425,11 +515,22 @@ class MetaDQNLearner:
                 var.assign(value)
             self.env_steps.assign_add(cfg.prefill_steps * cfg.num_train_tasks)
 
-    def adapted_z(self, params, support: Transitions, first_order: bool = True):
+    def _adapt(self, params, z_init, support: Transitions, num_steps, rule=None,
+               first_order: bool = True, reward_params=None) -> adaptation.Adapted:
+        """``adapt_embedding`` with this learner's inner loss (and reward head)."""
         cfg = self.config
-        return adapt_embedding(params, self.z_init, support, self.update_rule(), cfg.inner_steps,
+        if reward_params is None:
+            reward_params = [tf.convert_to_tensor(v) for v in self.reward_params] or None
+        return adapt_embedding(params, z_init, support, rule or self.update_rule(), num_steps,
                                cfg.discount, cfg.huber_delta, self.activation,
-                               first_order=first_order).params[0]
+                               first_order=first_order, inner_loss_kind=cfg.inner_loss,
+                               reward_params=reward_params,
+                               reward_weight=cfg.reward_loss_weight,
+                               normalize_grad=cfg.normalize_inner_grad)
+
+    def adapted_z(self, params, support: Transitions, first_order: bool = True):
+        return self._adapt(params, self.z_init, support, self.config.inner_steps,
+                           first_order=first_order).params[0]
 
     def adapt(self, observations, actions, rewards, next_observations, dones,
               num_steps: int | None = None) -> np.ndarray:
@@ -444,9 +545,7 @@ class MetaDQNLearner:
         batch = check_transitions(observations, actions, rewards, next_observations, dones,
                                   self.network.obs_dim, self.num_actions)
         params = [tf.convert_to_tensor(v) for v in self.params]
-        z = adapt_embedding(params, self.z_init, batch, self.update_rule(), num_steps,
-                            self.config.discount, self.config.huber_delta, self.activation,
-                            first_order=True).params[0]
+        z = self._adapt(params, self.z_init, batch, num_steps).params[0]
         return z[0].numpy()
 
     def q_values(self, observation, z=None) -> np.ndarray:
@@ -500,13 +599,19 @@ class MetaDQNLearner:
         with tf.GradientTape() as tape:
             theta = [tf.convert_to_tensor(v) for v in self.meta_variables]
             tape.watch(theta)
-            net, z0 = theta[:len(self.params)], theta[len(self.params)]
-            rates = theta[-1] if cfg.learn_inner_lr else None
-            adapted = adapt_embedding(net, z0, support, embedding_rule(cfg.inner_lr, rates),
-                                      cfg.inner_steps, cfg.discount, cfg.huber_delta,
-                                      self.activation, first_order=cfg.first_order)
+            num_net = len(self.params)
+            net, z0 = theta[:num_net], theta[num_net]
+            rates = theta[num_net + 1] if cfg.learn_inner_lr else None
+            head = theta[num_net + 1 + int(cfg.learn_inner_lr):] or None
+            adapted = self._adapt(net, z0, support, cfg.inner_steps,
+                                  embedding_rule(cfg.inner_lr, rates), cfg.first_order, head)
             z = adapted.params[0]
-            loss = tf.reduce_mean(outer_td_loss(net, target, z, query, cfg, self.activation))
+            td = tf.reduce_mean(outer_td_loss(net, target, z, query, cfg, self.activation))
+            loss = td
+            if head is not None:  # the adapted z must also predict the query's rewards
+                first = query if cfg.n_step == 1 else Transitions(*[x[:, :, 0] for x in query])
+                reward_err = tf.reduce_mean(reward_loss(head, z, first, self.activation))
+                loss = td + cfg.reward_loss_weight * reward_err
         grads = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grads = [tf.zeros_like(g) if i in self._frozen else g for i, g in enumerate(grads)]
         self.optimizer.apply_gradients(zip(grads, self.meta_variables))
@@ -519,11 +624,13 @@ class MetaDQNLearner:
         for var, value in zip(self.target, new_target):
             var.assign(value)
         self.step_counter.assign_add(1)
-        support_after = tf.reduce_mean(inner_td_loss(net, z, support, cfg.discount,
-                                                     cfg.huber_delta, self.activation))
+        support_after = tf.reduce_mean(inner_loss(
+            net, z, support, cfg.discount, cfg.huber_delta, self.activation, cfg.inner_loss,
+            head, cfg.reward_loss_weight))
         support_before = (tf.reduce_mean(adapted.support_loss) if adapted.support_loss is not None
                           else support_after)
-        return {"td_loss": loss, "support_loss_before": support_before,
+        extra = {"reward_loss": reward_err} if head is not None else {}
+        return {"td_loss": td, **extra, "support_loss_before": support_before,
                 "support_loss_after": support_after, "epsilon": epsilon,
                 "episode_return": tf.math.divide_no_nan(ret_sum, ret_count),
                 "env_steps": tf.cast(self.env_steps, tf.float32)}
@@ -581,9 +688,7 @@ class MetaDQNLearner:
         rows = []
         for k in range(num_steps + 1):
             if mode == "z":
-                z = adapt_embedding(params, self.z_init, support, self.update_rule(), k,
-                                    cfg.discount, cfg.huber_delta, self.activation,
-                                    first_order=True).params[0]
+                z = self._adapt(params, self.z_init, support, k).params[0]
                 weights = params
             else:
                 weights, z = finetune(params, self.z_init, support, lr, k, cfg.discount,
