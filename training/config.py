@@ -343,6 +343,9 @@ def _build_rl2_learner(config: ExperimentConfig, tasks, strategy=None):
         tasks = type(tasks)(num_arms=cfg.num_arms, num_pulls=cfg.episodes_per_trial)
     elif type(tasks).__name__ == "TabularMDPTasks":
         tasks = type(tasks)(num_episodes=cfg.episodes_per_trial, horizon=cfg.horizon or 10)
+    elif type(tasks).__name__ in ("MetaWorldTasks", "PointNavTasks") and cfg.horizon:
+        # the episode length is the family's TimeLimit: the trial's horizon must be the env's
+        tasks = dataclasses.replace(tasks, horizon=cfg.horizon)
     policy = rl2_policy_for(tasks, units=net.hidden[-1], cell=cfg.cell, hidden=net.hidden[:-1],
                             activation=net.activation, seed=config.seed)
     return RL2Learner(policy, tasks, cfg, seed=config.seed)
