@@ -265,16 +265,37 @@ def test_config_errors_name_the_field(cls, field, value):
         cls(**{field: value})
 
 
-def test_configs_are_frozen_and_trpo_refuses_xla():
+def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         MAMLRLConfig().inner_lr = 0.5
-    with pytest.raises(ValueError, match="`jit_compile`"):
-        MAMLRLConfig(jit_compile=True)
-    assert MAMLRLConfig(outer="promp", jit_compile=True).jit_compile
+    assert MAMLRLConfig(jit_compile=True).jit_compile
+
+
+def test_xla_trpo_update_equals_the_graph_one():
+    # The whole TRPO update (gradient through the inner step, CG on the symmetric KL products,
+    # line search) compiled by XLA gives the same new parameters as without XLA on the same
+    # episodes (the episodes themselves are not compared: XLA's stateless RNG draws other noise).
+    # A large damping keeps CG well conditioned, so float rounding differences do not grow.
+    learner = MAMLRLLearner(small_policy(), PointNavTasks(),
+                            MAMLRLConfig(jit_compile=True, trpo_fvp_fraction=0.5, cg_damping=0.1,
+                                         **TINY4))
+    pre, post = _one_round(learner)
+    start = [v.numpy() for v in learner.meta_variables]
+    results = []
+    for jit in (False, True):
+        for var, value in zip(learner.meta_variables, start):
+            var.assign(value)
+        metrics = tf.function(lambda: learner._trpo_update(pre, post), jit_compile=jit)()
+        assert float(metrics["accepted"]) == 1.0
+        results.append([v.numpy() for v in learner.meta_variables])
+    for graph, xla, before in zip(*results, start):
+        np.testing.assert_allclose(xla, graph, rtol=1e-3, atol=1e-5)
+    assert any(not np.allclose(g, b) for g, b in zip(results[0], start))
 
 
 # -- learners ------------------------------------------------------------------------------------
 TINY = dict(meta_batch_size=3, episodes_per_task=2, horizon=8)
+TINY4 = dict(TINY, meta_batch_size=4)
 
 
 def small_policy(seed=0):
@@ -300,6 +321,98 @@ def test_gauss_newton_and_exact_kl_products_agree_in_the_learner():
     gauss_newton = trpo.gauss_newton_vector_product(chain, kl_of, theta, vector)
     for e, g in zip(exact, gauss_newton):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+
+
+def _one_round(learner, inner_steps=1):
+    """Pre-adaptation batches and the post-adaptation batch of one in-graph round."""
+    cfg = learner.config
+    goals = PointNavTasks().sample_tf(tf.constant([0, 1]), cfg.meta_batch_size)
+    params = learner.fmodel.tile(learner._theta()[:len(learner.fmodel.variables)],
+                                 cfg.meta_batch_size)
+    extra = learner.extra_variables
+    pre = []
+    for k in range(inner_steps):
+        batch, params = learner._prepare_and_adapt(
+            params, learner._rollout_ingraph(params, goals, tf.constant([1, 2 + k]), 2), extra)
+        pre.append(batch)
+    post = learner._prepare(params,
+                            learner._rollout_ingraph(params, goals, tf.constant([3, 4]), 2))
+    return pre, post
+
+
+def _exact_kl_product(learner, pre, post, tasks, vector):
+    """Nested-tape Hessian product of the mean KL of the adapted policies on ``tasks`` tasks."""
+    pre = [tf.nest.map_structure(lambda x: x[:tasks], b) for b in pre]
+    post = tf.nest.map_structure(lambda x: x[:tasks], post)
+    kl_of = lambda a: tf.reduce_mean(pg_losses.mean_kl(  # noqa: E731
+        post.outputs, learner.apply_fn(a, post.episodes.observations), post.episodes.mask,
+        "gaussian"))
+    return trpo.hessian_vector_product(
+        lambda th: kl_of(learner._adapt_chain(th, pre)[-1]), learner._theta(), vector)
+
+
+@pytest.mark.parametrize("fraction,used", [(1.0, 4), (0.5, 2), (0.1, 1)])
+def test_symmetric_kl_product_equals_exact_on_the_subsampled_tasks(fraction, used):
+    # One plain-SGD inner step: d theta' / d theta = I - alpha H is symmetric, so the learner uses
+    # trpo.symmetric_gauss_newton_product (reverse passes only, KL curvature through the outputs);
+    # it must equal the exact third-order product of the KL over the first `used` tasks.
+    learner = MAMLRLLearner(small_policy(), PointNavTasks(),
+                            MAMLRLConfig(trpo_fvp_fraction=fraction, **TINY4))
+    assert learner.config.meta_batch_size == 4
+    pre, post = _one_round(learner)
+    assert learner._inner_jacobian_symmetric(1)
+    theta = learner._theta()
+    vector = [tf.random.stateless_normal(t.shape, [7, i]) for i, t in enumerate(theta)]
+    product = learner._kl_hessian_product(theta, pre, post)
+    exact = _exact_kl_product(learner, pre, post, used, vector)
+    for e, g in zip(exact, product(vector)):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+    if used < 4:   # the subsample is a different matrix from the full one
+        full = _exact_kl_product(learner, pre, post, 4, vector)
+        assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(full, exact)) > 1e-4
+
+
+def test_symmetric_kl_product_works_inside_the_conjugate_gradient_loop():
+    # The product is built once (one recording of the inner map) and called from CG's
+    # tf.while_loop body inside a tf.function: same solution as CG on the exact product.
+    learner = MAMLRLLearner(small_policy(), PointNavTasks(), MAMLRLConfig(**TINY4))
+    pre, post = _one_round(learner)
+    theta = learner._theta()
+    b = trpo.flatten([tf.random.stateless_normal(t.shape, [9, i]) for i, t in enumerate(theta)])
+
+    def solve(make_product):
+        product = make_product()
+        return trpo.conjugate_gradient(
+            lambda v: trpo.flatten(product(trpo.unflatten(v, theta))) + 1e-3 * v, b, iters=5)
+
+    fast = tf.function(lambda: solve(lambda: learner._kl_hessian_product(theta, pre, post)))()
+    slow = tf.function(lambda: solve(
+        lambda: lambda v: _exact_kl_product(learner, pre, post, 4, v)))()
+    np.testing.assert_allclose(fast, slow, rtol=2e-3, atol=1e-4)
+
+
+def test_non_symmetric_inner_maps_fall_back_to_the_forward_mode_product():
+    # Two differentiated inner steps (J2 J1 is not symmetric) and Meta-SGD's rates (I - diag(a) H)
+    # must not take the symmetric shortcut; the product they use still equals the exact one.
+    two = MAMLRLLearner(small_policy(), PointNavTasks(), MAMLRLConfig(inner_steps=2, **TINY4))
+    assert not two._inner_jacobian_symmetric(2)
+    first_order = MAMLRLLearner(small_policy(), PointNavTasks(),
+                                MAMLRLConfig(inner_steps=2, first_order=True, **TINY))
+    assert first_order._inner_jacobian_symmetric(2)
+    assert not MetaSGDRLLearner(small_policy(), PointNavTasks(),
+                                MAMLRLConfig(**TINY))._inner_jacobian_symmetric(1)
+    pre, post = _one_round(two, inner_steps=2)
+    theta = two._theta()
+    vector = [tf.random.stateless_normal(t.shape, [8, i]) for i, t in enumerate(theta)]
+    exact = _exact_kl_product(two, pre, post, 4, vector)
+    for e, g in zip(exact, two._kl_hessian_product(theta, pre, post)(vector)):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, 1.5, "half"])
+def test_trpo_fvp_fraction_is_validated(value):
+    with pytest.raises((ValueError, TypeError), match="trpo_fvp_fraction"):
+        MAMLRLConfig(trpo_fvp_fraction=value)
 
 
 def test_maml_trpo_learns_pointnav_in_graph():

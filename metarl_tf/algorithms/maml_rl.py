@@ -87,6 +87,11 @@ class MAMLRLConfig:
     cg_damping: float = 1e-5  # Added to the KL Hessian-vector products (MR, TD reg_coeff).
     cg_residual_tol: float = 1e-10  # CG stops once r.r falls below this.
     trpo_hvp: str = "gauss_newton"  # KL Hessian products: "gauss_newton" (J^T F J) or "exact".
+    trpo_fvp_fraction: float = 1.0  # Fraction of the meta-batch's tasks (the first ones; tasks
+    # are i.i.d.) whose episodes form the KL Hessian products of the conjugate gradient; the
+    # surrogate's gradient and the line search always use all. 1.0 = MR, TD, PM. A deviation below
+    # 1: TRPO (Schulman et al. 2015) computed its Fisher-vector products on 10% of the samples
+    # (rllab ConjugateGradientOptimizer's subsample_factor); here whole tasks are subsampled.
     backtrack_ratio: float = 0.8  # TRPO line search shrink factor.
     max_backtracks: int = 15  # TRPO line search tries.
     promp_clip: float = 0.3  # ProMP clip epsilon (run scripts 0.3; class default 0.2).
@@ -95,7 +100,8 @@ class MAMLRLConfig:
     promp_target_kl: float = 0.01  # Target inner KL for the adaptive eta.
     promp_steps: int = 5  # ProMP optimisation steps per meta-batch (num_promp_steps).
     promp_lr: float = 1e-3  # Adam learning rate of ProMP's outer steps.
-    jit_compile: bool = False  # XLA-compile the compiled steps (measured: see the benchmark doc).
+    jit_compile: bool = False  # XLA-compile the compiled steps (TRPO and ProMP; measured: see the
+    # benchmark doc).
     update_rule: str = "sgd"  # Inner rule (update_rules.RULES): "sgd", "metasgd" (rates start at
     # inner_lr) or "meta_lstm" (the meta-policy-gradient rule: the Meta-LSTM reading the PG
     # gradient, the inner loss and the episodes' return/advantage statistics).
@@ -119,18 +125,13 @@ class MAMLRLConfig:
         check_float(self, "gae_lambda", low=0.0, high=1.0, low_inclusive=True)
         check_float(self, "cg_damping", low=0.0, low_inclusive=True)
         check_float(self, "cg_residual_tol", low=0.0, low_inclusive=True)
+        check_float(self, "trpo_fvp_fraction", high=1.0)
         check_float(self, "backtrack_ratio", high=1.0)
         if self.backtrack_ratio >= 1.0:
             raise ValueError(f"`backtrack_ratio` must be in (0, 1), got {self.backtrack_ratio!r}")
         check_float(self, "promp_clip", high=1.0)
         for name in ("normalize_advantages", "first_order", "promp_adaptive_kl", "jit_compile"):
             check_bool(self, name)
-        if self.jit_compile and self.outer == "trpo":
-            # TF's gradient of Slice under XLA (XlaDynamicUpdateSlice) has no gradient itself, and
-            # the Gaussian policy's concat([mean, log_std]) puts Slices in every backward pass:
-            # TRPO's KL products, which differentiate a backward pass, cannot be XLA-compiled.
-            raise ValueError("`jit_compile` is not supported with outer='trpo' (the KL Hessian "
-                             "products are not XLA-differentiable); use jit_compile=False")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,12 +393,24 @@ class MAMLRLLearner:
         recorded episodes: differentiable (second order unless ``first_order``)."""
         policy, extra = self._split(theta)
         num_tasks = tf.shape(pre[0].advantages)[0] if pre else self.config.meta_batch_size
-        params = self.fmodel.tile(policy, num_tasks)
+        return self._chain_from(self.fmodel.tile(policy, num_tasks), pre, extra)
+
+    def _chain_from(self, params, pre: Sequence[Batch], extra) -> list:
+        """The inner steps on ``pre`` from task-batched ``params``: ``[params, theta_1, ...]``."""
         chain = [params]
         for batch in pre:
             params = self._inner_update(params, batch, extra, self.config.first_order)
             chain.append(params)
         return chain
+
+    def _inner_jacobian_symmetric(self, num_steps: int) -> bool:
+        """Whether every task's ``d theta_K / d theta`` is symmetric: the meta-parameters are the
+        policy's alone and the inner map is at most one differentiated plain-SGD step (``I -
+        alpha H``), or first-order steps (``I``). Enables
+        ``trpo.symmetric_gauss_newton_product``."""
+        if self.extra_variables or type(self._rule([])) is not adaptation.SGD:
+            return False
+        return num_steps <= 1 or self.config.first_order
 
     def _rollout_ingraph(self, params, goals, seed, episodes_per_task, deterministic=False):
         return rollout_pointnav(self.apply_fn, params, goals, seed, episodes_per_task,
@@ -477,22 +490,40 @@ class MAMLRLLearner:
             return -tf.reduce_mean(surrogate), tf.reduce_mean(kl)
 
         theta = self._theta()
-        kl_hvp = None
-        if cfg.trpo_hvp == "gauss_newton":
-            kl_of = lambda adapted: tf.reduce_mean(pg_losses.mean_kl(  # noqa: E731
-                post.outputs, self.apply_fn(adapted, post.episodes.observations), mask,
-                self.distribution))
-            kl_hvp = lambda v: trpo_lib.gauss_newton_vector_product(  # noqa: E731
-                lambda th: self._adapt_chain(th, pre)[-1], kl_of, theta, v)
         result = trpo_lib.trpo_step(objective, theta, cfg.max_kl, cfg.cg_iters, cfg.cg_damping,
                                     cfg.cg_residual_tol, cfg.backtrack_ratio, cfg.max_backtracks,
-                                    kl_hvp=kl_hvp)
+                                    kl_hvp=self._kl_hessian_product(theta, pre, post))
         for var, value in zip(self.meta_variables, result.params):
             var.assign(value)
         return {**self._returns(pre, post), "surrogate_before": -result.loss_before,
                 "surrogate_after": -result.loss_after, "kl": result.kl,
                 "accepted": tf.cast(result.accepted, tf.float32),
                 "backtracks": tf.cast(result.backtracks, tf.float32)}
+
+    def _kl_hessian_product(self, theta, pre, post):
+        """``v -> (grad^2 D) v`` at ``theta`` for TRPO's conjugate gradient: the mean KL of the
+        adapted policies on the first ``ceil(trpo_fvp_fraction T)`` tasks' episodes."""
+        cfg = self.config
+        num_tasks = post.advantages.shape[0]
+        if num_tasks is None:
+            num_tasks = cfg.meta_batch_size
+        used = max(1, math.ceil(cfg.trpo_fvp_fraction * num_tasks - 1e-9))
+        if used < num_tasks:
+            pre = [tf.nest.map_structure(lambda x: x[:used], b) for b in pre]
+            post = tf.nest.map_structure(lambda x: x[:used], post)
+        mask, obs = post.episodes.mask, post.episodes.observations
+        kl_of_outputs = lambda out: tf.reduce_mean(pg_losses.mean_kl(  # noqa: E731
+            post.outputs, out, mask, self.distribution))
+        kl_of = lambda adapted: kl_of_outputs(self.apply_fn(adapted, obs))  # noqa: E731
+        if cfg.trpo_hvp == "exact":
+            return lambda v: trpo_lib.hessian_vector_product(  # noqa: E731
+                lambda th: kl_of(self._adapt_chain(th, pre)[-1]), theta, v)
+        if self._inner_jacobian_symmetric(len(pre)):
+            return trpo_lib.symmetric_gauss_newton_product(
+                lambda tiled: self._chain_from(tiled, pre, [])[-1], kl_of_outputs, theta, used,
+                output_map=lambda adapted: self.apply_fn(adapted, obs))
+        return lambda v: trpo_lib.gauss_newton_vector_product(  # noqa: E731
+            lambda th: self._adapt_chain(th, pre)[-1], kl_of, theta, v)
 
     def _promp_loss(self, theta, pre, post):
         cfg = self.config
