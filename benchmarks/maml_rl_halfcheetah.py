@@ -53,39 +53,12 @@ import tensorflow as tf  # noqa: E402
 from metarl_tf.algorithms.maml_rl import MAMLRLConfig, MAMLRLLearner  # noqa: E402
 from metarl_tf.networks import gaussian_mlp_policy  # noqa: E402
 from metarl_tf.tasks.mujoco import HalfCheetahVelTasks  # noqa: E402
+from _report import Report  # noqa: E402  (benchmarks/_report.py)
 
 SOURCES = ("ProMP=jonasrothfuss/ProMP:run_scripts/pro-mp_run_mujoco.py(HalfCheetahRandVel: meta_batch 40, "
            "20 episodes x 100 steps, (64,64)tanh, inner_lr 0.1, clip 0.3, eta 5e-4 fixed, 5 Adam steps lr 1e-3, "
            "1001 iterations) MR=cbfinn/maml_rl:maml_examples/cluster_maml_trpo_cheetah.py(meta_batch 40, 20 x 200 "
            "steps, (100,100)relu, TRPO max_kl 0.01, 800 iterations; reads ~-130 pre / ~-80 post at convergence)")
-
-
-class Report:
-    """Prints lines and keeps them, rewriting ``path`` atomically after every line."""
-
-    def __init__(self, path: str | None, header: list[str]):
-        self.path, self.lines = path, list(header)
-        for h in header:
-            print(h, flush=True)
-        self._write()
-
-    def __call__(self, text: str = "", **kv):
-        text = text or " ".join(f"{k}={fmt(v)}" for k, v in kv.items())
-        print(text, flush=True)
-        self.lines.append(text)
-        self._write()
-
-    def _write(self):
-        if not self.path:
-            return
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("\n".join(self.lines) + "\n")
-        os.replace(tmp, self.path)
-
-
-def fmt(x):
-    return f"{x:.5g}" if isinstance(x, float) else str(x)
 
 
 def make_policy(seed):

@@ -52,31 +52,9 @@ from metarl_tf.algorithms.maml_rl import MAMLRLConfig, MAMLRLLearner  # noqa: E4
 from metarl_tf.networks import gaussian_mlp_policy  # noqa: E402
 from metarl_tf.tasks.metaworld import (ACT_DIM, OBS_DIM, MAMLMetaWorldAgent,  # noqa: E402
                                        MetaWorldTasks, first_episode_success)
+from _report import Report  # noqa: E402  (benchmarks/_report.py)
 
 ENV_NAME = "reach-v3"
-
-
-class Report:
-    """Prints lines and keeps them, rewriting ``path`` atomically after every line."""
-
-    def __init__(self, path, header):
-        self.path, self.lines = path, []
-        if path and os.path.exists(path) and "--eval-only" in sys.argv:
-            with open(path) as f:
-                self.lines = f.read().splitlines()
-        for h in header:
-            self(h)
-
-    def __call__(self, text="", **kv):
-        text = text or " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in kv.items())
-        print(text, flush=True)
-        self.lines.append(text)
-        if self.path:
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write("\n".join(self.lines) + "\n")
-            os.replace(tmp, self.path)
 
 
 def main():
@@ -101,10 +79,10 @@ def main():
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
     start = datetime.datetime.now(datetime.timezone.utc)
-    report = Report(a.out, ["$ " + " ".join([".venv/bin/python"] + sys.argv),
-                            f"# date: {start:%Y-%m-%d %H:%M} UTC (start); machine: 2-core VM "
-                            "shared with other engineers' runs (load varies), CPU only, one TF "
-                            "thread"])
+    report = Report(a.out, keep_existing=a.eval_only, header=[
+        "$ " + " ".join([".venv/bin/python"] + sys.argv),
+        f"# date: {start:%Y-%m-%d %H:%M} UTC (start); machine: 2-core VM shared with other "
+        "engineers' runs (load varies), CPU only, one TF thread"])
     tasks = MetaWorldTasks("ML1", ENV_NAME, benchmark_seed=0, horizon=a.horizon)
     cfg = MAMLRLConfig(outer=a.outer, inner_lr=0.1, inner_steps=1, meta_batch_size=a.meta_batch,
                        episodes_per_task=a.episodes, horizon=a.horizon, promp_clip=0.3,

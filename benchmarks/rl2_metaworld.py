@@ -53,28 +53,9 @@ import tensorflow as tf  # noqa: E402
 from metarl_tf.algorithms.rl2 import RL2Config, RL2Learner, rl2_policy_for  # noqa: E402
 from metarl_tf.algorithms.rl2_metaworld import RL2MetaWorldAgent  # noqa: E402
 from metarl_tf.tasks.metaworld import MetaWorldTasks, first_episode_success  # noqa: E402
+from _report import Report  # noqa: E402  (benchmarks/_report.py)
 
 ENV_NAME = "reach-v3"
-
-
-class Report:
-    """Prints key=value lines and keeps them, rewriting ``path`` after every line."""
-
-    def __init__(self, path, header):
-        self.path, self.lines = path, []
-        for h in header:
-            self(h)
-
-    def __call__(self, text="", **kv):
-        text = text or " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in kv.items())
-        print(text, flush=True)
-        self.lines.append(text)
-        if self.path:
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write("\n".join(self.lines) + "\n")
-            os.replace(tmp, self.path)
 
 
 def main():
