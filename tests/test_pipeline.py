@@ -138,3 +138,22 @@ def test_algorithm_pages_document_every_config_field(repo_root):
         for cls in classes:
             for field in dataclasses.fields(cls):
                 assert f"`{field.name}`" in text, (page, field.name)
+
+
+def test_rl2_tabular_preset_builds_a_separate_value_cell():
+    # The preset sets algorithm_config.separate_value: the pipeline's policy then carries the policy
+    # cell's state and the value cell's, twice the cell width; the default keeps one shared cell.
+    from training.config import build_learner
+    config = load_config("rl2-tabular")
+    assert config.algorithm_config.separate_value is True
+    width = config.network.hidden[-1]
+    assert build_learner(config).policy.state_size == 2 * width
+    shared = dataclasses.replace(config, algorithm_config=dataclasses.replace(
+        config.algorithm_config, separate_value=False))
+    assert build_learner(shared).policy.state_size == width
+
+
+def test_rl2_separate_value_must_be_a_bool():
+    from metarl_tf.algorithms.rl2 import RL2Config
+    with pytest.raises((TypeError, ValueError), match="separate_value"):
+        RL2Config(separate_value="yes")

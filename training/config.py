@@ -347,7 +347,8 @@ def _build_rl2_learner(config: ExperimentConfig, tasks, strategy=None):
         # the episode length is the family's TimeLimit: the trial's horizon must be the env's
         tasks = dataclasses.replace(tasks, horizon=cfg.horizon)
     policy = rl2_policy_for(tasks, units=net.hidden[-1], cell=cfg.cell, hidden=net.hidden[:-1],
-                            activation=net.activation, seed=config.seed)
+                            activation=net.activation, seed=config.seed,
+                            separate_value=cfg.separate_value)
     return RL2Learner(policy, tasks, cfg, seed=config.seed)
 
 

@@ -73,6 +73,9 @@ class RL2Config:
     horizon: int = 0  # Steps per episode; 0 = the task family's (bandit 1, MDP 10, PointNav 100).
     num_arms: int = 5  # Bandits only: k, the number of arms (RL² paper: 5, 10, 50).
     cell: str = "gru"  # Recurrent cell of the policy built by the pipeline: "gru" or "lstm".
+    separate_value: bool = False  # Pipeline-built policy: the value gets its own cell (pytorch_rl2's
+    # separate value network; on tabular MDPs it learns where the shared cell stays at random:
+    # docs/algorithms/rl2.md). False keeps one cell for policy and value.
     meta_batch_size: int = 500  # B, trials (tasks) per PPO iteration.
     discount: float = 0.99  # gamma, per step across the whole trial.
     gae_lambda: float = 0.3  # GAE lambda (pytorch_rl2: 0.3).
@@ -106,7 +109,7 @@ class RL2Config:
         check_float(self, "learning_rate")
         check_float(self, "adam_epsilon")
         check_float(self, "max_grad_norm", 0.0, low_inclusive=True)
-        for name in ("normalize_advantages", "in_graph", "jit_compile"):
+        for name in ("separate_value", "normalize_advantages", "in_graph", "jit_compile"):
             check_bool(self, name)
 
 
