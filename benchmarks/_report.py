@@ -1,7 +1,9 @@
-"""``Report``: the benchmarks' printer that also keeps their output in a file, written atomically."""
+"""Pieces the benchmarks share: ``Report`` (print and keep the output in a file, written
+atomically) and ``train_on_budget`` (a time-budgeted training loop with checkpoints)."""
 from __future__ import annotations
 
 import os
+import time
 
 
 def fmt(x) -> str:
@@ -36,3 +38,23 @@ class Report:
             with open(tmp, "w") as f:
                 f.write("\n".join(self.lines) + "\n")
             os.replace(tmp, self.path)
+
+
+def train_on_budget(learner, manager, minutes: float, max_iterations: int, progress) -> float:
+    """Runs ``learner.train(1)`` until ``minutes`` have passed or ``learner.step`` reaches
+    ``max_iterations`` (0: no cap), saving ``manager`` every 10 iterations and at the end.
+
+    ``progress(iteration, metrics, elapsed_s)`` is called after every iteration (it decides what to
+    print). Returns the seconds spent.
+    """
+    t0 = time.perf_counter()
+    while not (max_iterations and learner.step >= max_iterations):
+        if time.perf_counter() - t0 > 60.0 * minutes:
+            break
+        metrics = learner.train(1)
+        it = learner.step
+        progress(it, metrics, time.perf_counter() - t0)
+        if it % 10 == 0:
+            manager.save(checkpoint_number=it)
+    manager.save(checkpoint_number=learner.step)
+    return time.perf_counter() - t0

@@ -47,7 +47,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MUJOCO_GL", "disable")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from metarl_tf.algorithms.maml_rl import MAMLRLConfig, MAMLRLLearner  # noqa: E402

@@ -45,14 +45,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MUJOCO_GL", "disable")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from metarl_tf.algorithms.maml_rl import MAMLRLConfig, MAMLRLLearner  # noqa: E402
 from metarl_tf.networks import gaussian_mlp_policy  # noqa: E402
 from metarl_tf.tasks.metaworld import (ACT_DIM, OBS_DIM, MAMLMetaWorldAgent,  # noqa: E402
                                        MetaWorldTasks, first_episode_success)
-from _report import Report  # noqa: E402  (benchmarks/_report.py)
+from _report import Report, train_on_budget  # noqa: E402  (benchmarks/_report.py)
 
 ENV_NAME = "reach-v3"
 
@@ -107,20 +106,14 @@ def main():
 
 
 def train(a, learner, manager, report):
-    t0 = time.perf_counter()
-    while not (a.max_iterations and learner.step >= a.max_iterations):
-        if time.perf_counter() - t0 > 60.0 * a.minutes:
-            break
-        m = learner.train(1)
-        it = learner.step
+    def progress(it, m, elapsed):
         if it % 5 == 0:
             report(f"# iteration={it} pre_return={m['pre_return']:.1f} "
                    f"post_return={m['post_return']:.1f} kl={m['kl']:.4f} "
-                   f"elapsed_s={time.perf_counter() - t0:.0f}")
-        if it % 10 == 0:
-            manager.save(checkpoint_number=it)
-    manager.save(checkpoint_number=learner.step)
-    report(phase="train", iterations=learner.step, train_s=round(time.perf_counter() - t0, 1),
+                   f"elapsed_s={elapsed:.0f}")
+
+    train_s = train_on_budget(learner, manager, a.minutes, a.max_iterations, progress)
+    report(phase="train", iterations=learner.step, train_s=round(train_s, 1),
            env_steps_per_iteration=2 * a.meta_batch * a.episodes * a.horizon)
 
 

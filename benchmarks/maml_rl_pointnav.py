@@ -97,18 +97,24 @@ def evaluate(learner, goals, episodes, seed):
     return curve, pre, post, oracle, (post - pre) / (oracle - pre)
 
 
-def sampling_phase_ingraph(learner):
-    """Sampling, advantages and the inner step of one iteration, as one compiled function."""
+def one_round_ingraph(learner, seed):
+    """Sampling, advantages and the inner step of one iteration: ``(pre batch, post batch)``."""
     cfg = learner.config
+    goals = learner.tasks.sample_tf(seed, cfg.meta_batch_size)
+    params = learner.fmodel.tile(learner._theta(), cfg.meta_batch_size)
+    episodes = learner._rollout_ingraph(params, goals, seed + 1, cfg.episodes_per_task)
+    batch, adapted = learner._prepare_and_adapt(params, episodes, [])
+    post = learner._prepare(adapted, learner._rollout_ingraph(adapted, goals, seed + 2,
+                                                              cfg.episodes_per_task))
+    return batch, post
+
+
+def sampling_phase_ingraph(learner):
+    """``one_round_ingraph`` as one compiled function."""
 
     @tf.function
     def run(seed):
-        goals = learner.tasks.sample_tf(seed, cfg.meta_batch_size)
-        params = learner.fmodel.tile(learner._theta(), cfg.meta_batch_size)
-        episodes = learner._rollout_ingraph(params, goals, seed + 1, cfg.episodes_per_task)
-        batch, adapted = learner._prepare_and_adapt(params, episodes, [])
-        post = learner._prepare(adapted, learner._rollout_ingraph(adapted, goals, seed + 2,
-                                                                  cfg.episodes_per_task))
+        batch, post = one_round_ingraph(learner, seed)
         return batch.advantages, post.advantages
 
     return lambda i: run(tf.constant([7, i], tf.int64))
@@ -255,27 +261,16 @@ def speed(args, tasks, cfg, configs):
 
 def products(cfg):
     """One KL Hessian product two ways (see the module docstring), on one round of episodes."""
-    learner = MAMLRLLearner(policy(2), PointNavTasks(), cfg, seed=2)
-    c = learner.config
-
-    @tf.function
-    def one_round(seed):
-        goals = learner.tasks.sample_tf(seed, c.meta_batch_size)
-        params = learner.fmodel.tile(learner._theta(), c.meta_batch_size)
-        batch, adapted = learner._prepare_and_adapt(
-            params, learner._rollout_ingraph(params, goals, seed + 1, c.episodes_per_task), [])
-        post = learner._prepare(adapted, learner._rollout_ingraph(adapted, goals, seed + 2,
-                                                                  c.episodes_per_task))
-        return batch, post
-
-    pre, post = one_round(tf.constant([11, 0], tf.int64))
+    # All 20 tasks in the products (the fraction of the quality run does not apply here).
+    c = dataclasses.replace(cfg, trpo_fvp_fraction=1.0)
+    learner = MAMLRLLearner(policy(2), PointNavTasks(), c, seed=2)
+    pre, post = tf.function(lambda seed: one_round_ingraph(learner, seed))(
+        tf.constant([11, 0], tf.int64))
     theta = learner._theta()
     vector = [tf.random.stateless_normal(t.shape, [3, i]) for i, t in enumerate(theta)]
     mask, obs = post.episodes.mask, post.episodes.observations
     kl_of = lambda adapted: tf.reduce_mean(pg_losses.mean_kl(  # noqa: E731
         post.outputs, learner.apply_fn(adapted, obs), mask, "gaussian"))
-    full = dataclasses.replace(c, trpo_fvp_fraction=1.0)
-    learner.config = full
     b = trpo.flatten(vector)
 
     def cg(make_product):
@@ -295,7 +290,6 @@ def products(cfg):
             fn().numpy()
             times[fn].append(time.perf_counter() - start)
     t_forward, t_library = statistics.median(times[forward]), statistics.median(times[library])
-    learner.config = c
     line(part="kl_products_in_cg", products=c.cg_iters, tasks=c.meta_batch_size,
          samples_per_task=c.episodes_per_task * c.horizon,
          forward_mode_s=round(t_forward, 3), symmetric_s=round(t_library, 3),

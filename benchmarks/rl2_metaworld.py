@@ -53,7 +53,7 @@ import tensorflow as tf  # noqa: E402
 from metarl_tf.algorithms.rl2 import RL2Config, RL2Learner, rl2_policy_for  # noqa: E402
 from metarl_tf.algorithms.rl2_metaworld import RL2MetaWorldAgent  # noqa: E402
 from metarl_tf.tasks.metaworld import MetaWorldTasks, first_episode_success  # noqa: E402
-from _report import Report  # noqa: E402  (benchmarks/_report.py)
+from _report import Report, train_on_budget  # noqa: E402  (benchmarks/_report.py)
 
 ENV_NAME = "reach-v3"
 
@@ -122,20 +122,13 @@ def main():
 
 
 def train(a, learner, manager, report):
-    t0 = time.perf_counter()
-    while not (a.max_iterations and learner.step >= a.max_iterations):
-        if time.perf_counter() - t0 > 60.0 * a.minutes:
-            break
-        m = learner.train(1)
-        it = learner.step
+    def progress(it, m, elapsed):
         if it % 5 == 0 or it == 1:
             report(f"# iteration={it} trial_return={m['trial_return']:.1f} "
                    f"entropy={m['entropy']:.3f} approx_kl={m['approx_kl']:.4f} "
-                   f"value_loss={m['value_loss']:.1f} elapsed_s={time.perf_counter() - t0:.0f}")
-        if it % 10 == 0:
-            manager.save(checkpoint_number=it)
-    manager.save(checkpoint_number=learner.step)
-    train_s = time.perf_counter() - t0
+                   f"value_loss={m['value_loss']:.1f} elapsed_s={elapsed:.0f}")
+
+    train_s = train_on_budget(learner, manager, a.minutes, a.max_iterations, progress)
     steps = learner.step * a.meta_batch * a.episodes * a.horizon
     report(phase="train", iterations=learner.step, train_s=round(train_s, 1), env_steps=steps,
            env_steps_per_s=round(steps / max(train_s, 1e-9), 1))
