@@ -30,7 +30,7 @@ import tensorflow as tf
 from export._common import own_rule, rule_metadata, save_with_metadata
 from export.layout import write_versioned
 from metarl_tf import __version__, adaptation
-from metarl_tf.algorithms.meta_dqn import adapt_embedding
+from metarl_tf.algorithms.meta_dqn import adapt_embedding, reward_head_kind
 from metarl_tf.networks.q_network import q_values
 from metarl_tf.rollouts.replay import Transitions
 from metarl_tf.signatures import qnetwork_specs
@@ -148,6 +148,8 @@ class AdaptableQNetwork(tf.Module):
                 "z_dim": self.z_dim, "hidden": list(self.hidden), "activation": self.activation,
                 "discount": self.discount, "huber_delta": self.huber_delta,
                 "inner_loss": self.inner_loss, "reward_loss_weight": self.reward_weight,
+                "reward_head": (reward_head_kind(self.reward_params) if self.reward_params
+                                else None),
                 "normalize_inner_grad": self.normalize_grad,
                 "max_num_steps": self.max_num_steps, "signatures": sorted(self.signatures()),
                 **rule_metadata(self)}

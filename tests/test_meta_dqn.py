@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from metarl_tf.algorithms import dqn
 from metarl_tf.algorithms.meta_dqn import (MetaDQNConfig, MetaDQNLearner, adapt_embedding,
-                                           embedding_rule, inner_td_loss, outer_td_loss,
-                                           reward_loss)
+                                           collect_support, embedding_rule, inner_td_loss,
+                                           outer_td_loss, reward_loss, reward_prediction)
 from metarl_tf.networks.q_network import TaskConditionedQNetwork, q_values
 from metarl_tf.rollouts.replay import TaskReplayBuffer, Transitions
 from metarl_tf.tasks import CartPoleDirTasks, GridWorldTasks, MountainCarLRTasks
@@ -213,6 +213,64 @@ def test_reward_inner_loss_step_by_hand_and_its_meta_gradient_reaches_the_head(c
         adapt_embedding(net.params(), z0, support, rule, 1, 0.9, inner_loss_kind="reward")
 
 
+@pytest.mark.parametrize("compiled", COMPILED)
+def test_structured_reward_heads_and_a_normalised_step_by_hand(compiled):
+    # r_hat(s, a, s', z) = [s, s', 1]^T M [z, 1]; obs_dim 3, z_dim 4 -> M [7, 5]
+    support = random_batch(seed=1)  # 3 tasks x 16 transitions, normal rewards
+    rng = np.random.default_rng(4)
+    m = tf.constant(rng.normal(size=(7, 5)).astype(np.float32))
+    z = tf.constant(rng.normal(size=(3, 4)).astype(np.float32))
+    x = np.concatenate([support.observation.numpy(), support.next_observation.numpy(),
+                        np.ones((3, 16, 1), np.float32)], -1)
+    zt = np.concatenate([z.numpy(), np.ones((3, 1), np.float32)], -1)
+    pred = np.einsum("tki,ij,tj->tk", x, m.numpy(), zt)
+    np.testing.assert_allclose(maybe_compiled(reward_prediction, compiled)([m], z, support), pred,
+                               rtol=1e-5, atol=1e-5)
+    # one normalised step from z_0 = 0 at rate 0.5 (reward_weight 1):
+    #   g = d/dz mean_k (r_hat_k - r_k)^2 = (2/K) sum_k (r_hat_k - r_k) M[:, :4]^T x_k
+    #   z_1 = -0.5 g / |g|
+    z0 = tf.zeros([4])
+    res = np.einsum("tki,i->tk", x, m.numpy()[:, 4]) - support.reward.numpy()  # r_hat at z = 0
+    g = 2.0 / 16 * np.einsum("tk,tki,ij->tj", res, x, m.numpy()[:, :4])
+    one = adapt_embedding([], z0, support, embedding_rule(0.5), 1, 0.9, inner_loss_kind="reward",
+                          reward_params=[m], normalize_grad=True).params[0]
+    np.testing.assert_allclose(one, -0.5 * g / np.linalg.norm(g, axis=-1, keepdims=True),
+                               rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match=r"the bilinear reward head `M` \[7, 5\] does not fit"):
+        reward_prediction([m], tf.zeros([3, 2]), support)
+    # the distance head: r_hat = a exp(-|x^T P - z|^2) + b, P [7, 4]
+    p = tf.constant(rng.normal(size=(7, 4)).astype(np.float32) * 0.3)
+    ab = tf.constant([2.0, -0.5])
+    e = np.einsum("tki,ij->tkj", x, p.numpy())
+    want = 2.0 * np.exp(-np.sum((e - z.numpy()[:, None]) ** 2, -1)) - 0.5
+    np.testing.assert_allclose(maybe_compiled(reward_prediction, compiled)([p, ab], z, support),
+                               want, rtol=1e-4, atol=1e-6)
+
+
+def test_bilinear_reward_head_step_points_at_any_goal_cell_held_out_ones_included():
+    """Why the bilinear head can generalise: with M mapping s' onto z's first two coordinates and
+    no bias, the first normalised step from z = 0 points at the goal's observation coordinates,
+    for every cell (the MLP head can instead learn "never rewarded" for the held-out cells)."""
+    tasks = GridWorldTasks()
+    goals = np.concatenate([tasks.goals("train"), tasks.goals("test")])
+    m = np.zeros((5, 4), np.float32)  # x^T M [z, 1]: the last column (z's constant 1) stays 0
+    m[2, 0] = m[3, 1] = 1.0  # x = [s, s', 1]: rows 2, 3 are s'
+    sup = collect_support(tasks.tf_env(), tf.constant(goals), 200, tasks.horizon, 4,
+                          tf.constant([3, 4], tf.int64))
+    seen = sup.reward.numpy().sum(1) > 0
+    z = adapt_embedding([], tf.zeros([3]), sup, embedding_rule(1.0), 1, 0.9,
+                        inner_loss_kind="reward", reward_params=[tf.constant(m)],
+                        normalize_grad=True).params[0].numpy()
+    goal_obs = 2.0 * goals / (tasks.size - 1) - 1.0
+    centre = np.all(goal_obs == 0.0, axis=1)  # the centre cell's direction is undefined
+    keep = seen & ~centre
+    assert keep.sum() >= 20
+    cos = np.sum(z[keep, :2] * goal_obs[keep], 1) / (
+        np.linalg.norm(z[keep, :2], axis=1) * np.linalg.norm(goal_obs[keep], axis=1))
+    np.testing.assert_allclose(cos, 1.0, atol=1e-5)
+    np.testing.assert_allclose(z[:, 2], 0.0, atol=1e-6)
+
+
 def test_normalized_inner_step_moves_each_task_by_its_rate():
     net = TaskConditionedQNetwork(obs_dim=3, num_actions=2, z_dim=4, hidden=(16,), seed=2)
     support = random_batch(seed=1)
@@ -298,6 +356,10 @@ def test_config_and_learner_refuse_bad_values_by_name():
         MetaDQNConfig(reward_loss_weight=0.0)
     with pytest.raises(ValueError, match="`reward_hidden` must be an integer >= 1"):
         MetaDQNConfig(reward_hidden=0)
+    with pytest.raises(ValueError, match="`reward_head` must be one of"):
+        MetaDQNConfig(reward_head="linear")
+    with pytest.raises(ValueError, match=r"`task_loss_weight` must be a finite number in \[0"):
+        MetaDQNConfig(task_loss_weight=-1.0)
     with pytest.raises(ValueError, match="`normalize_inner_grad` must be True or False"):
         MetaDQNConfig(normalize_inner_grad="yes")
     net = TaskConditionedQNetwork(2, 4, z_dim=3, hidden=(8,))
@@ -349,6 +411,40 @@ def test_reward_head_learner_trains_the_head_and_adapts_on_it():
     np.testing.assert_allclose(np.linalg.norm((z - learner.z_init.numpy())
                                               / learner.inner_rates.numpy()), 1.0, rtol=1e-4)
     assert "reward_network" in learner.checkpoint_items()
+
+
+@pytest.mark.parametrize("head", ["bilinear", "distance"])
+def test_structured_reward_head_learner_meta_learns_its_parameters(head):
+    cfg = MetaDQNConfig(**TINY, discount=0.9, inner_loss="reward", reward_head=head,
+                        normalize_inner_grad=True)
+    learner = MetaDQNLearner(TaskConditionedQNetwork(2, 4, 2, (8,), seed=0), GridWorldTasks(), cfg)
+    shapes = {"bilinear": [(5, 3)], "distance": [(5, 2), (2,)]}[head]
+    assert learner.reward_network is None
+    assert [tuple(v.shape) for v in learner.reward_params] == shapes
+    before = [v.numpy().copy() for v in learner.reward_params]
+    metrics = learner.train(4)
+    assert np.isfinite(metrics["reward_loss"])
+    for b, v in zip(before, learner.reward_params):
+        assert not np.allclose(b, v.numpy()), v.name
+    assert "reward_head" in learner.checkpoint_items()
+
+
+def test_task_loss_meta_learns_a_decoder_of_the_adapted_z():
+    cfg = MetaDQNConfig(**TINY, discount=0.9, inner_loss="reward", reward_head="distance",
+                        normalize_inner_grad=True, task_loss_weight=2.0)
+    learner = MetaDQNLearner(TaskConditionedQNetwork(2, 4, 2, (8,), seed=0), GridWorldTasks(), cfg)
+    assert learner.task_decoder.shape == (3, 2)  # [z_dim + 1, task_dim]
+    assert learner.meta_variables[-1] is learner.task_decoder
+    before = [v.numpy().copy() for v in learner.meta_variables]
+    metrics = learner.train(4)
+    assert np.isfinite(metrics["task_loss"]) and metrics["task_loss"] > 0
+    for b, v in zip(before, learner.meta_variables):
+        assert not np.allclose(b, v.numpy()), v.name
+    assert "task_decoder" in learner.checkpoint_items()
+    # off by default: no decoder, no metric
+    plain = MetaDQNLearner(TaskConditionedQNetwork(2, 4, 2, (8,), seed=0), GridWorldTasks(),
+                           MetaDQNConfig(**TINY, discount=0.9))
+    assert plain.task_decoder is None and "task_loss" not in plain.train(1)
 
 
 def test_train_step_updates_network_z0_rates_and_the_target_copy(tiny_learner):

@@ -123,14 +123,15 @@ def test_export_loads_and_adapts_with_tensorflow_alone(exported, tmp_path):
     assert meta["inner_rule"] == "per_parameter_sgd"
 
 
-def test_reward_head_export_adapts_like_the_library(tmp_path):
+@pytest.mark.parametrize("reward_head", ["mlp", "bilinear", "distance"])
+def test_reward_head_export_adapts_like_the_library(tmp_path, reward_head):
     """A learner whose z adapts on the reward head's error (normalised steps): the exported adapt
     carries the head and gives the library's z; the TFLite converter refuses it by name."""
     from export.tflite import module_from_saved_model
 
     family = GridWorldTasks()
     cfg = MetaDQNConfig(z_dim=3, inner_steps=2, inner_lr=0.5, inner_loss="reward",
-                        normalize_inner_grad=True, reward_hidden=8, num_train_tasks=2,
+                        normalize_inner_grad=True, reward_hidden=8, reward_head=reward_head, num_train_tasks=2,
                         meta_batch_size=2, support_size=16, random_buffer_size=16,
                         query_batch_size=8, replay_capacity=64, prefill_steps=16,
                         steps_per_execution=3)
@@ -149,5 +150,6 @@ def test_reward_head_export_adapts_like_the_library(tmp_path):
                                    learner.adapt(**data, num_steps=steps), rtol=1e-5, atol=1e-6)
     meta = json.load(open(os.path.join(path, "assets.extra", "metarl_tf.json")))
     assert meta["inner_loss"] == "reward" and meta["normalize_inner_grad"] is True
+    assert meta["reward_head"] == reward_head
     with pytest.raises(ValueError, match="TFLite adapt supports only the plain TD inner loss"):
         module_from_saved_model(path)

@@ -59,6 +59,7 @@ from metarl_tf.rollouts.replay import (LoopState, TaskReplayBuffer, Transitions,
 TARGET_UPDATES = ("periodic", "polyak")
 EVAL_ADAPTATIONS = ("z", "finetune")
 INNER_LOSSES = ("td", "reward", "td+reward")
+REWARD_HEADS = ("mlp", "bilinear", "distance")
 
 
 def _check_choice(config, name, choices):
@@ -84,6 +85,16 @@ class MetaDQNConfig:
     # the outer loss is TD + reward_loss_weight * reward error of the adapted z on the query.
     reward_loss_weight: float = 1.0  # Weight of the reward-prediction error (inner and outer).
     reward_hidden: int = 64  # Width of the reward head's two hidden layers (inner_loss != "td").
+    reward_head: str = "mlp"  # The reward head's form (inner_loss != "td"): "mlp" (an MLP on
+    # concat(s, s') and z, one output per action) or "bilinear" (r_hat = [s, s', 1]^T M [z, 1],
+    # linear in the observations and in z: no cell can be memorised as "never rewarded", and the
+    # first inner step moves z along M's image of the rewarded transitions) or "distance"
+    # (r_hat = a exp(-|[s, s', 1] P - z|^2) + b: reward where an affine embedding of the
+    # transition is near z); see reward_prediction.
+    task_loss_weight: float = 0.0  # Weight of an auxiliary meta-training loss: a meta-learned
+    # linear decoder of the adapted z must predict the task's parameters (standardised over the
+    # pool), the privileged task information of meta-training only (as Humplik et al. 2019,
+    # arXiv:1905.06424, supervise task inference); adaptation itself never sees them. 0: off.
     normalize_inner_grad: bool = False  # Each inner step moves z along its gradient scaled to unit
     # norm per task (z <- z - alpha (*) g / |g|): the step no longer scales with the loss.
     num_train_tasks: int = 32  # Pool of training tasks, each with its own replay buffer.
@@ -148,8 +159,10 @@ class MetaDQNConfig:
         check_float(self, "epsilon_end", 0.0, 1.0, low_inclusive=True)
         check_float(self, "finetune_lr")
         check_float(self, "reward_loss_weight")
+        check_float(self, "task_loss_weight", low_inclusive=True)
         check_int(self, "reward_hidden")
         _check_choice(self, "inner_loss", INNER_LOSSES)
+        _check_choice(self, "reward_head", REWARD_HEADS)
         _check_choice(self, "target_update", TARGET_UPDATES)
         _check_choice(self, "eval_adaptation", EVAL_ADAPTATIONS)
 
@@ -169,13 +182,68 @@ def inner_td_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
     return dqn.td_loss(q_tm1, batch.action, target, huber_delta)
 
 
+def reward_head_kind(reward_params: Sequence[tf.Tensor]) -> str:
+    """The head's form (``MetaDQNConfig.reward_head``) from its parameter list: ``[M]`` is
+    ``"bilinear"``, ``[P, (a, b)]`` is ``"distance"``, a ``TaskConditionedQNetwork``'s weights
+    (two hidden layers: 6 tensors) are ``"mlp"``."""
+    params = list(reward_params)
+    if len(params) == 1 and len(params[0].shape) == 2:
+        return "bilinear"
+    if len(params) == 2 and len(params[0].shape) == 2 and params[1].shape.as_list() == [2]:
+        return "distance"
+    return "mlp"
+
+
+def structured_reward_init(kind: str, obs_dim: int, z_dim: int, seed: int = 0) -> list:
+    """Initial parameters of a ``"bilinear"`` head (``M`` ``[2 obs_dim + 1, z_dim + 1]``) or a
+    ``"distance"`` head (``P`` ``[2 obs_dim + 1, z_dim]``, ``(a, b) = (1, 0)``), Glorot uniform (a
+    zero ``M`` would give z a zero inner gradient)."""
+    init = keras.initializers.GlorotUniform(seed=seed)
+    if kind == "bilinear":
+        return [tf.convert_to_tensor(init((2 * obs_dim + 1, z_dim + 1)), tf.float32)]
+    if kind == "distance":
+        return [tf.convert_to_tensor(init((2 * obs_dim + 1, z_dim)), tf.float32),
+                tf.constant([1.0, 0.0])]
+    raise ValueError(f"`reward_head` must be 'bilinear' or 'distance' here, got {kind!r}")
+
+
 def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
                       activation: str = "relu") -> tf.Tensor:
     """The reward head's prediction ``[T, K]`` of ``r`` for ``[T, K]`` one-step transitions.
 
-    The head is a ``TaskConditionedQNetwork`` on ``concat(s, s')`` with one output per action:
-    ``r_hat(s, a, s', z) = head(concat(s, s'), z)[a]``.
+    ``"mlp"`` head: a ``TaskConditionedQNetwork`` on ``concat(s, s')`` with one output per
+    action: ``r_hat(s, a, s', z) = head(concat(s, s'), z)[a]``.
+
+    ``"distance"`` head (``reward_params == [P, (a, b)]``, ``P`` ``[2 obs_dim + 1, z_dim]``)::
+
+        r_hat(s, a, s', z) = a exp(-|x^T P - z|^2) + b,   x = [s, s', 1]
+
+    ``"bilinear"`` head (``reward_params == [M]``, ``M`` ``[2 obs_dim + 1, z_dim + 1]``)::
+
+        r_hat(s, a, s', z) = x^T M [z, 1],   x = [s, s', 1]        (the action plays no part)
+
+    Being linear in z, its squared error is quadratic in z; from z = 0 the gradient on z is
+    ``(2/K) M_z^T sum_k (r_hat_k - r_k) x_k``, i.e. it points along ``M_z^T`` times the
+    reward-weighted sum of the transitions' ``x`` (plus a task-independent offset), a smooth
+    (affine) code of where reward was seen, whatever the cell.
     """
+    kind = reward_head_kind(reward_params)
+    if kind in ("bilinear", "distance"):
+        m = reward_params[0]
+        x = tf.concat([batch.observation, batch.next_observation,
+                       tf.ones_like(batch.observation[..., :1])], axis=-1)
+        extra = 1 if kind == "bilinear" else 0
+        if int(x.shape[-1]) != int(m.shape[0]) or int(z.shape[-1]) + extra != int(m.shape[1]):
+            raise ValueError(
+                f"the {kind} reward head `{'M' if extra else 'P'}` {m.shape.as_list()} does not "
+                f"fit observations of size {int(batch.observation.shape[-1])} and z of size "
+                f"{int(z.shape[-1])}: it must be [2 obs_dim + 1, z_dim{' + 1' if extra else ''}]")
+        if kind == "bilinear":
+            zt = tf.concat([z, tf.ones_like(z[:, :1])], axis=-1)  # [T, z_dim + 1]
+            return tf.reduce_sum(x * tf.matmul(zt, m, transpose_b=True)[:, None, :], axis=-1)
+        e = tf.einsum("tki,ij->tkj", x, m)  # [T, K, z_dim]
+        d2 = tf.reduce_sum(tf.square(e - z[:, None, :]), axis=-1)
+        return reward_params[1][0] * tf.exp(-d2) + reward_params[1][1]
     pair = tf.concat([batch.observation, batch.next_observation], axis=-1)
     return dqn.select(q_values(reward_params, pair, z, activation), batch.action)
 
@@ -449,8 +517,16 @@ class MetaDQNLearner:
                                         name="inner_rates") if cfg.learn_inner_lr else None)
         # the reward head r(s, a, s', z) when z adapts on reward prediction (inner_loss != "td")
         self.reward_network = None
+        self.reward_structured = None  # the "bilinear" or "distance" head's tf.Variables
         self.reward_params: list = []
-        if cfg.inner_loss != "td":
+        if cfg.inner_loss != "td" and cfg.reward_head != "mlp":
+            self.reward_params = [
+                tf.Variable(p, name=f"reward_head_{i}") for i, p in enumerate(
+                    structured_reward_init(cfg.reward_head, network.obs_dim, cfg.z_dim,
+                                           network.seed + 1000))]
+            self.reward_structured = tf.train.Checkpoint(
+                **{f"v{i}": v for i, v in enumerate(self.reward_params)})
+        elif cfg.inner_loss != "td":
             self.reward_network = TaskConditionedQNetwork(
                 2 * network.obs_dim, network.num_actions, cfg.z_dim,
                 (cfg.reward_hidden, cfg.reward_hidden), network.activation_name,
@@ -458,6 +534,13 @@ class MetaDQNLearner:
             self.reward_params = list(self.reward_network.trainable_variables)
         self.meta_variables = self.params + [self.z_init] + (
             [self.inner_rates] if cfg.learn_inner_lr else []) + self.reward_params
+        # the task decoder [z, 1] -> standardised task parameters (task_loss_weight > 0)
+        self.task_decoder = None
+        if cfg.task_loss_weight > 0:
+            init = keras.initializers.GlorotUniform(seed=network.seed + 2000)
+            self.task_decoder = tf.Variable(init((cfg.z_dim + 1, int(tasks.task_dim))),
+                                            name="task_decoder")
+            self.meta_variables = self.meta_variables + [self.task_decoder]
         # gradients of frozen meta-variables (z_0 when learn_z_init is False) are zeroed
         self._frozen = {len(self.params)} if not cfg.learn_z_init else set()
         self.target = [tf.Variable(v, trainable=False, name=f"target_{i}")
@@ -470,6 +553,9 @@ class MetaDQNLearner:
         self._base_seed = base
         n = cfg.num_train_tasks
         self.pool = tf.Variable(tasks.sample(n, self.seed, "train"), trainable=False, name="pool")
+        pool = self.pool.numpy()
+        self._task_mean = tf.constant(pool.mean(0), tf.float32)
+        self._task_std = tf.constant(np.maximum(pool.std(0), 1e-6), tf.float32)
         self.replay = TaskReplayBuffer(n, cfg.replay_capacity, tasks.obs_dim, name="replay")
         self.support = TaskReplayBuffer(n, cfg.random_buffer_size, tasks.obs_dim, name="random")
         loop = init_loop(self.env, self.pool, _fold(base, 1))
@@ -493,6 +579,10 @@ class MetaDQNLearner:
             items["inner_rates"] = self.inner_rates
         if self.reward_network is not None:
             items["reward_network"] = self.reward_network
+        if self.reward_structured is not None:
+            items["reward_head"] = self.reward_structured
+        if self.task_decoder is not None:
+            items["task_decoder"] = self.task_decoder
         return items
 
     def update_rule(self) -> adaptation.UpdateRule:
@@ -602,7 +692,8 @@ class MetaDQNLearner:
             num_net = len(self.params)
             net, z0 = theta[:num_net], theta[num_net]
             rates = theta[num_net + 1] if cfg.learn_inner_lr else None
-            head = theta[num_net + 1 + int(cfg.learn_inner_lr):] or None
+            first_head = num_net + 1 + int(cfg.learn_inner_lr)
+            head = theta[first_head:first_head + len(self.reward_params)] or None
             adapted = self._adapt(net, z0, support, cfg.inner_steps,
                                   embedding_rule(cfg.inner_lr, rates), cfg.first_order, head)
             z = adapted.params[0]
@@ -612,6 +703,13 @@ class MetaDQNLearner:
                 first = query if cfg.n_step == 1 else Transitions(*[x[:, :, 0] for x in query])
                 reward_err = tf.reduce_mean(reward_loss(head, z, first, self.activation))
                 loss = td + cfg.reward_loss_weight * reward_err
+            if self.task_decoder is not None:  # privileged: z must also encode the task
+                decoder = theta[-1]
+                zt = tf.concat([z, tf.ones_like(z[:, :1])], axis=-1)
+                task = (tf.gather(tf.convert_to_tensor(self.pool), tasks) - self._task_mean) \
+                    / self._task_std
+                task_err = tf.reduce_mean(tf.square(tf.matmul(zt, decoder) - task))
+                loss = loss + cfg.task_loss_weight * task_err
         grads = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grads = [tf.zeros_like(g) if i in self._frozen else g for i, g in enumerate(grads)]
         self.optimizer.apply_gradients(zip(grads, self.meta_variables))
@@ -630,6 +728,8 @@ class MetaDQNLearner:
         support_before = (tf.reduce_mean(adapted.support_loss) if adapted.support_loss is not None
                           else support_after)
         extra = {"reward_loss": reward_err} if head is not None else {}
+        if self.task_decoder is not None:
+            extra["task_loss"] = task_err
         return {"td_loss": td, **extra, "support_loss_before": support_before,
                 "support_loss_after": support_after, "epsilon": epsilon,
                 "episode_return": tf.math.divide_no_nan(ret_sum, ret_count),
