@@ -98,7 +98,7 @@ def cartpole_scratch(args):
         json.dump({"tasks": tasks.tolist(), "returns": own.tolist(),
                    "best_single_other": float(best_other.max()), "seed": args.seed,
                    "steps": args.scratch_steps}, f)
-    save("meta_dqn_cartpole_scratch.txt")
+    save(args.out or "meta_dqn_cartpole_scratch.txt")
 
 
 def train_meta(family, cfg, hidden, steps, seed, label):
@@ -122,7 +122,7 @@ def gridworld(args):
     emit(f"config={json.dumps(cfg.__dict__)}")
     learner = train_meta(family, cfg, (64, 64), args.grid_steps, args.seed, "meta")
     grid_success(learner, family, cfg.inner_steps, args.grid_supports)
-    save("meta_dqn_gridworld.txt")
+    save(args.out or "meta_dqn_gridworld.txt")
 
 
 def grid_success(learner, family, inner_steps, supports):
@@ -175,7 +175,7 @@ def oracle_z(args):
         emit(f"oracle_iteration={learner.step} seconds={time.perf_counter() - start:.0f} "
              f"td_loss={m['td_loss']:.5f} test_success_rate={te.mean():.3f}")
     grid_success(learner, family, 1, 3)
-    save("meta_dqn_gridworld_oracle_z.txt")
+    save(args.out or "meta_dqn_gridworld_oracle_z.txt")
 
 
 def speed(args):
@@ -211,7 +211,7 @@ def speed(args):
     emit(f"export_adapt_ms_median={med['adapt']:.2f} (200 transitions, 3 steps, z_dim 8, 64x64)")
     emit(f"export_serving_default_ms_median={med['serving_default']:.2f} (batch 1)")
     emit(f"adapt_over_serving_default_ratio={med['adapt'] / med['serving_default']:.1f}")
-    save("meta_dqn_speed.txt")
+    save(args.out or "meta_dqn_speed.txt")
 
 
 def diagnose(args):
@@ -251,6 +251,8 @@ def main():
     p.add_argument("--part", required=True,
                    choices=["cartpole-scratch", "gridworld", "speed", "diagnose", "oracle-z"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="",
+                   help="output file name under docs/benchmarks/ (default: the part's own name)")
     p.add_argument("--eval-tasks", type=int, default=20)
     p.add_argument("--scratch-tasks", type=int, default=6)
     p.add_argument("--scratch-steps", type=int, default=50000)

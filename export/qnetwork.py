@@ -148,7 +148,8 @@ class AdaptableQNetwork(tf.Module):
                 "z_dim": self.z_dim, "hidden": list(self.hidden), "activation": self.activation,
                 "discount": self.discount, "huber_delta": self.huber_delta,
                 "inner_loss": self.inner_loss, "reward_loss_weight": self.reward_weight,
-                "reward_head": (reward_head_kind(self.reward_params) if self.reward_params
+                "reward_head": ("model" if self.inner_loss == "model" else
+                                reward_head_kind(self.reward_params) if self.reward_params
                                 else None),
                 "normalize_inner_grad": self.normalize_grad,
                 "max_num_steps": self.max_num_steps, "signatures": sorted(self.signatures()),

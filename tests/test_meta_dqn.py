@@ -7,7 +7,8 @@ import tensorflow as tf
 from metarl_tf.algorithms import dqn
 from metarl_tf.algorithms.meta_dqn import (MetaDQNConfig, MetaDQNLearner, adapt_embedding,
                                            collect_support, embedding_rule, inner_td_loss,
-                                           outer_td_loss, reward_loss, reward_prediction)
+                                           model_loss, outer_td_loss, reward_loss,
+                                           reward_prediction)
 from metarl_tf.networks.q_network import TaskConditionedQNetwork, q_values
 from metarl_tf.rollouts.replay import TaskReplayBuffer, Transitions
 from metarl_tf.tasks import CartPoleDirTasks, GridWorldTasks, MountainCarLRTasks
@@ -211,6 +212,61 @@ def test_reward_inner_loss_step_by_hand_and_its_meta_gradient_reaches_the_head(c
                                + 2.0 * reward_loss(head.params(), zt, support), rtol=1e-5)
     with pytest.raises(ValueError, match="`inner_loss` 'reward' needs `reward_params`"):
         adapt_embedding(net.params(), z0, support, rule, 1, 0.9, inner_loss_kind="reward")
+
+
+def test_model_inner_loss_by_hand_and_its_meta_gradient_reaches_the_model_head():
+    """inner_loss "model": the head on s has num_actions * (obs_dim + 1) outputs; for the taken
+    action they predict (r, s' - s). Worked on one transition: obs_dim 1, 2 actions, so outputs
+    (r_0, ds_0, r_1, ds_1); with action 1 the prediction is (out[2], out[3])."""
+    head = TaskConditionedQNetwork(obs_dim=1, num_actions=4, z_dim=2, hidden=(8,), seed=5)
+    obs, nxt = np.array([[[0.5]]], np.float32), np.array([[[0.8]]], np.float32)
+    one = Transitions(tf.constant(obs), tf.constant([[1]], tf.int32), tf.constant([[2.0]]),
+                      tf.constant(nxt), tf.zeros([1, 1]), tf.zeros([1, 1]))
+    z = tf.constant([[0.3, -0.1]])
+    out = q_values(head.params(), tf.constant(obs), z)[0, 0].numpy()
+    by_hand = (out[2] - 2.0) ** 2 + (out[3] - (0.8 - 0.5)) ** 2
+    np.testing.assert_allclose(model_loss(head.params(), z, one), [by_hand], rtol=1e-5)
+    # a head of the wrong width is refused with the width it needs
+    bad = TaskConditionedQNetwork(obs_dim=1, num_actions=3, z_dim=2, hidden=(8,), seed=5)
+    with pytest.raises(ValueError, match=r"num_actions \* \(obs_dim \+ 1\) = num_actions \* 2"):
+        model_loss(bad.params(), z, one)
+    # the adapted z (normalised steps on the model error) carries the meta-gradient into the head
+    net = TaskConditionedQNetwork(obs_dim=3, num_actions=2, z_dim=4, hidden=(16,), seed=2)
+    mhead = TaskConditionedQNetwork(obs_dim=3, num_actions=2 * 4, z_dim=4, hidden=(8,), seed=3)
+    support, query = random_batch(seed=1), random_batch(seed=2)
+    params, mparams = net.params(), mhead.params()
+    with tf.GradientTape() as tape:
+        tape.watch(mparams)
+        z = adapt_embedding(params, tf.zeros([4]), support, embedding_rule(0.5), 2, 0.9,
+                            inner_loss_kind="model", reward_params=mparams,
+                            normalize_grad=True).params[0]
+        loss = tf.reduce_mean(outer_td_loss(params, params, z, query, MetaDQNConfig()))
+    grads = tape.gradient(loss, mparams, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    assert all(float(tf.norm(g)) > 0 for g in grads)
+    z1 = adapt_embedding(params, tf.zeros([4]), support, embedding_rule(0.5), 1, 0.9,
+                         inner_loss_kind="model", reward_params=mparams,
+                         normalize_grad=True).params[0]
+    np.testing.assert_allclose(tf.norm(z1, axis=-1), [0.5] * 3, rtol=1e-4)  # a step of length 0.5
+
+
+def test_model_inner_loss_learner_adapts_z_on_cartpole_dynamics():
+    cfg = MetaDQNConfig(**{**TINY, "inner_loss": "model", "normalize_inner_grad": True,
+                           "reward_hidden": 8, "inner_lr": 0.5, "learn_z_init": False,
+                           "learn_inner_lr": False})
+    learner = MetaDQNLearner(TaskConditionedQNetwork(4, 2, 2, (8,), seed=0), CartPoleDirTasks(),
+                             cfg)
+    assert learner.reward_network.num_actions == 2 * 5  # (r, 4 state deltas) per action
+    metrics = learner.train(4)
+    assert np.isfinite(metrics["reward_loss"]) and metrics["support_loss_after"] < \
+        metrics["support_loss_before"]
+    task = CartPoleDirTasks().sample(1, 3, "test")
+    sup = collect_support(CartPoleDirTasks().tf_env(), tf.constant(task), 16, 200, 2,
+                          tf.constant([1, 2], tf.int64))
+    z = learner.adapt(sup.observation[0].numpy(), sup.action[0].numpy(), sup.reward[0].numpy(),
+                      sup.next_observation[0].numpy(), sup.terminated[0].numpy())
+    np.testing.assert_allclose(np.linalg.norm(z), 0.5, rtol=1e-4)  # one normalised step of 0.5
+    with pytest.raises(ValueError, match="`reward_head` must be 'mlp' with `inner_loss` 'model'"):
+        MetaDQNConfig(inner_loss="model", reward_head="distance")
 
 
 @pytest.mark.parametrize("compiled", COMPILED)

@@ -58,7 +58,7 @@ from metarl_tf.rollouts.replay import (LoopState, TaskReplayBuffer, Transitions,
 
 TARGET_UPDATES = ("periodic", "polyak")
 EVAL_ADAPTATIONS = ("z", "finetune")
-INNER_LOSSES = ("td", "reward", "td+reward")
+INNER_LOSSES = ("td", "reward", "td+reward", "model")
 REWARD_HEADS = ("mlp", "bilinear", "distance")
 
 
@@ -81,8 +81,11 @@ class MetaDQNConfig:
     first_order: bool = False  # Stop the gradient through the inner gradients.
     inner_loss: str = "td"  # What z adapts on: "td" (the TD loss of the support set), "reward"
     # (the squared error of a z-conditioned reward head r(s, a, s', z) on the support rewards) or
-    # "td+reward" (their sum, the reward term weighted by reward_loss_weight). With a reward head
-    # the outer loss is TD + reward_loss_weight * reward error of the adapted z on the query.
+    # "td+reward" (their sum, the reward term weighted by reward_loss_weight), or "model" (the
+    # squared error of a z-conditioned one-step model head predicting (r, s' - s) from (s, a):
+    # for families whose tasks differ in their dynamics, as CartPoleDir, where the reward is 1 on
+    # every step and says nothing). With a head the outer loss is TD + reward_loss_weight *
+    # the head's error of the adapted z on the query.
     reward_loss_weight: float = 1.0  # Weight of the reward-prediction error (inner and outer).
     reward_hidden: int = 64  # Width of the reward head's two hidden layers (inner_loss != "td").
     reward_head: str = "mlp"  # The reward head's form (inner_loss != "td"): "mlp" (an MLP on
@@ -163,6 +166,9 @@ class MetaDQNConfig:
         check_int(self, "reward_hidden")
         _check_choice(self, "inner_loss", INNER_LOSSES)
         _check_choice(self, "reward_head", REWARD_HEADS)
+        if self.inner_loss == "model" and self.reward_head != "mlp":
+            raise ValueError("`reward_head` must be 'mlp' with `inner_loss` 'model' (the one-step "
+                             f"model head is an MLP), got {self.reward_head!r}")
         _check_choice(self, "target_update", TARGET_UPDATES)
         _check_choice(self, "eval_adaptation", EVAL_ADAPTATIONS)
 
@@ -255,12 +261,43 @@ def reward_loss(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transit
     return tf.reduce_mean(tf.square(pred - tf.cast(batch.reward, pred.dtype)), axis=-1)
 
 
+def model_loss(model_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
+               activation: str = "relu") -> tf.Tensor:
+    """Per-task squared error ``[T]`` of a one-step model head on ``[T, K]`` transitions.
+
+    The head is a ``TaskConditionedQNetwork`` on ``s`` with ``num_actions * (obs_dim + 1)``
+    outputs; for the taken action its ``obs_dim + 1`` outputs predict ``(r, s' - s)``. The error
+    is summed over those and averaged over the transitions. Terminal transitions count too (their
+    ``s'`` is the state the step reached, not a reset).
+    """
+    out = q_values(model_params, batch.observation, z, activation)  # [T, K, A (D + 1)]
+    dim = int(batch.observation.shape[-1]) + 1
+    if int(out.shape[-1]) % dim:
+        raise ValueError(f"the model head has {int(out.shape[-1])} outputs: it must have "
+                         f"num_actions * (obs_dim + 1) = num_actions * {dim}")
+    out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], [int(out.shape[-1]) // dim, dim]], 0))
+    pred = tf.gather(out, tf.cast(batch.action, tf.int32), axis=2, batch_dims=2)  # [T, K, D+1]
+    target = tf.concat([tf.cast(batch.reward, pred.dtype)[..., None],
+                        batch.next_observation - batch.observation], axis=-1)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(pred - target), axis=-1), axis=-1)
+
+
+def head_loss(head_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions, kind: str,
+              activation: str = "relu") -> tf.Tensor:
+    """The head's per-task error ``[T]``: ``model_loss`` for ``inner_loss`` "model", else
+    ``reward_loss``."""
+    if kind == "model":
+        return model_loss(head_params, z, batch, activation)
+    return reward_loss(head_params, z, batch, activation)
+
+
 def inner_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions, discount: float,
                huber_delta: float = 1.0, activation: str = "relu", kind: str = "td",
                reward_params: Sequence[tf.Tensor] | None = None,
                reward_weight: float = 1.0) -> tf.Tensor:
     """The per-task loss ``[T]`` that z adapts on (``MetaDQNConfig.inner_loss``): the TD loss,
-    the reward head's squared error (times ``reward_weight``), or their sum."""
+    the reward head's squared error (times ``reward_weight``), their sum, or the one-step model
+    head's squared error (times ``reward_weight``; ``reward_params`` is then the model head)."""
     if kind not in INNER_LOSSES:
         raise ValueError(f"`inner_loss` must be one of {INNER_LOSSES}, got {kind!r}")
     if kind != "td" and reward_params is None:
@@ -270,6 +307,8 @@ def inner_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions, di
         loss = inner_td_loss(params, z, batch, discount, huber_delta, activation)
     if kind in ("reward", "td+reward"):
         loss = loss + reward_weight * reward_loss(reward_params, z, batch, activation)
+    if kind == "model":
+        loss = reward_weight * model_loss(reward_params, z, batch, activation)
     return loss
 
 
@@ -526,6 +565,12 @@ class MetaDQNLearner:
                                            network.seed + 1000))]
             self.reward_structured = tf.train.Checkpoint(
                 **{f"v{i}": v for i, v in enumerate(self.reward_params)})
+        elif cfg.inner_loss == "model":  # the one-step model head (r, s' - s) per action
+            self.reward_network = TaskConditionedQNetwork(
+                network.obs_dim, network.num_actions * (network.obs_dim + 1), cfg.z_dim,
+                (cfg.reward_hidden, cfg.reward_hidden), network.activation_name,
+                seed=network.seed + 1000, name="model_head")
+            self.reward_params = list(self.reward_network.trainable_variables)
         elif cfg.inner_loss != "td":
             self.reward_network = TaskConditionedQNetwork(
                 2 * network.obs_dim, network.num_actions, cfg.z_dim,
@@ -701,7 +746,8 @@ class MetaDQNLearner:
             loss = td
             if head is not None:  # the adapted z must also predict the query's rewards
                 first = query if cfg.n_step == 1 else Transitions(*[x[:, :, 0] for x in query])
-                reward_err = tf.reduce_mean(reward_loss(head, z, first, self.activation))
+                reward_err = tf.reduce_mean(head_loss(head, z, first, cfg.inner_loss,
+                                                      self.activation))
                 loss = td + cfg.reward_loss_weight * reward_err
             if self.task_decoder is not None:  # privileged: z must also encode the task
                 decoder = theta[-1]
