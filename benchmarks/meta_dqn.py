@@ -108,7 +108,7 @@ def cartpole_scratch(args):
 
 
 CARTPOLE_CONFIG = dict(
-    z_dim=4, inner_steps=3, inner_lr=0.5, inner_loss="model", normalize_inner_grad=True,
+    z_dim=2, inner_steps=3, inner_lr=0.5, inner_loss="model", normalize_inner_grad=True,
     learn_z_init=False, num_train_tasks=32, meta_batch_size=16, support_size=200, discount=0.99,
     replay_capacity=20000, epsilon_decay_steps=5000, target_update="polyak", polyak_tau=0.005,
     learning_rate=5e-4, steps_per_execution=250, jit_compile=False)
@@ -344,7 +344,7 @@ def main():
     p.add_argument("--eval-tasks", type=int, default=20)
     p.add_argument("--scratch-tasks", type=int, default=6)
     p.add_argument("--scratch-steps", type=int, default=50000)
-    p.add_argument("--cartpole-steps", type=int, default=10000)
+    p.add_argument("--cartpole-steps", type=int, default=6000)
     p.add_argument("--cartpole-supports", type=int, default=5)
     p.add_argument("--cartpole-episodes", type=int, default=4)
     p.add_argument("--cartpole-config", default="{}",

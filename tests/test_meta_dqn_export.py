@@ -153,3 +153,33 @@ def test_reward_head_export_adapts_like_the_library(tmp_path, reward_head):
     assert meta["reward_head"] == reward_head
     with pytest.raises(ValueError, match="TFLite adapt supports only the plain TD inner loss"):
         module_from_saved_model(path)
+
+
+def test_model_head_export_adapts_like_the_library(tmp_path):
+    """inner_loss "model" (CartPoleDir): the exported adapt carries the one-step model head and
+    gives the library's z; the metadata names it; TFLite refuses it by name."""
+    from export.tflite import module_from_saved_model
+
+    family = CartPoleDirTasks()
+    cfg = MetaDQNConfig(z_dim=2, inner_steps=2, inner_lr=0.5, inner_loss="model",
+                        normalize_inner_grad=True, reward_hidden=8, num_train_tasks=2,
+                        meta_batch_size=2, support_size=16, random_buffer_size=16,
+                        query_batch_size=8, replay_capacity=64, prefill_steps=16,
+                        steps_per_execution=3)
+    learner = MetaDQNLearner(TaskConditionedQNetwork(4, 2, 2, (16,), seed=4), family, cfg)
+    learner.train(3)
+    path = export_qnetwork_learner(learner, str(tmp_path), "cartpole", max_num_steps=10)
+    tr = collect_support(family.tf_env(), tf.constant(family.sample(1, 5, "test")), 200,
+                         family.horizon, 2, tf.constant([5, 6], tf.int64))
+    data = {"observations": tr.observation.numpy()[0], "actions": tr.action.numpy()[0],
+            "rewards": tr.reward.numpy()[0], "next_observations": tr.next_observation.numpy()[0],
+            "dones": tr.terminated.numpy()[0]}
+    model = tf.saved_model.load(path)
+    for steps in (0, 1, 3):
+        np.testing.assert_allclose(call_adapt(model, data, steps).numpy(),
+                                   learner.adapt(**data, num_steps=steps), rtol=1e-5, atol=1e-6)
+    assert np.linalg.norm(learner.adapt(**data, num_steps=1)) > 0.1  # z moved
+    meta = json.load(open(os.path.join(path, "assets.extra", "metarl_tf.json")))
+    assert meta["inner_loss"] == "model" and meta["reward_head"] == "model"
+    with pytest.raises(ValueError, match="TFLite adapt supports only the plain TD inner loss"):
+        module_from_saved_model(path)
