@@ -11,8 +11,9 @@ Parts (each writes its full output, command and date to docs/benchmarks/<file>.t
                             transitions), the unadapted z, a task-agnostic DQN (the same learner
                             with no inner steps, same pool and iterations), fine-tuning of the
                             whole network from the same 200 transitions (the task-agnostic DQN's
-                            and the meta-trained one's, best of --finetune-lrs), and the scratch
-                            DQNs; writes docs/benchmarks/meta_dqn_cartpole.txt
+                            and the meta-trained one's, the best of --finetune-lrs and 1 ..
+                            --finetune-steps steps), and the scratch DQNs; writes
+                            docs/benchmarks/meta_dqn_cartpole.txt
   --part gridworld          meta-DQN on the 5x5 grid-world; success on the 5 held-out goals
                             (default --grid-config: z adapted on a distance-shaped reward
                             head's error with normalised inner steps, plus the goal-decoder
@@ -21,7 +22,8 @@ Parts (each writes its full output, command and date to docs/benchmarks/<file>.t
   --part oracle-z           the same grid-world training with z *given*: z = the goal's
                             coordinates read off the support's rewarded transitions, no inner
                             steps (checks that Q(s, a, z) can use z at all; ~1 min)
-  --part speed              env-steps/s of meta-training and latency of the exported adapt
+  --part speed              steady-state env-steps/s of CartPoleDir meta-training (graph and
+                            XLA) and latency of the exported adapt
   --part diagnose           grid-world diagnosis: rewarded transitions in 200-transition random
                             supports, random-episode success, and a per-task DQN oracle (goal
                             known) trained for 3000 steps on the held-out goals (~10 s)
@@ -148,7 +150,8 @@ def cartpole(args):
     for lr in args.finetune_lrs:
         for label, learner in (("agnostic", agnostic), ("meta", meta)):
             r = returns(learner, args.finetune_steps, adaptation_mode="finetune", finetune_lr=lr)
-            fine[(label, lr)] = r[:, -1]
+            for k in range(1, args.finetune_steps + 1):
+                fine[(label, lr, k)] = r[:, k]
             emit(f"finetune_from={label} lr={lr} steps={args.finetune_steps} "
                  f"return_mean={r[:, -1].mean():.1f} return_after_each_step="
                  f"{np.round(r.mean(axis=(0, 2)), 1).tolist()}")
@@ -163,8 +166,9 @@ def cartpole(args):
     for k in range(cfg.inner_steps + 1):
         emit(f"meta_dqn_inner_steps={k} return_mean={m[:, k].mean():.1f} "
              f"ci95={1.96 * m[:, k].mean(1).std(ddof=1) / np.sqrt(len(m)):.1f}")
-    emit(f"finetune_best=from_{best_fine[0]} lr={best_fine[1]} steps={args.finetune_steps} "
-         "(the best of the grid, chosen on these held-out tasks: optimistic for the baseline)")
+    emit(f"finetune_best=from_{best_fine[0]} lr={best_fine[1]} steps={best_fine[2]} (the best "
+         "source, rate and step count, chosen on these held-out tasks: optimistic for the "
+         "baseline)")
     for name, per_task in rows.items():
         emit(f"{name}_return_mean={per_task.mean():.1f} per_task={np.round(per_task, 1).tolist()}")
     emit(f"best_single_scratch_net_on_other_variants={ref['best_single_other']:.1f}")
@@ -265,17 +269,32 @@ def oracle_z(args):
 
 
 def speed(args):
-    """Latency of the exported adapt (200 transitions, 3 steps) beside serving_default's, and the
-    env-steps/s of compiled meta-training on CartPoleDir (the preset's sizes, 200 iterations)."""
+    """Steady-state env-steps/s of meta-training on CartPoleDir (CARTPOLE_CONFIG: 32 pool tasks,
+    the model-head inner loss), graph and XLA, the first call (tracing/compiling) timed apart;
+    then the latency of the exported adapt (200 transitions, 3 steps) beside serving_default's."""
     import tempfile
 
     from export.qnetwork import export_qnetwork_learner
     from metarl_tf.algorithms.meta_dqn import collect_support
 
     family = CartPoleDirTasks()
-    cfg = MetaDQNConfig(z_dim=8, inner_steps=3, inner_lr=10.0, num_train_tasks=32,
-                        meta_batch_size=16, steps_per_execution=100, jit_compile=True)
-    learner = train_meta(family, cfg, (64, 64), 200, args.seed, "cartpole_meta")
+    for jit in (False, True):
+        cfg = MetaDQNConfig(**{**CARTPOLE_CONFIG, "jit_compile": jit})
+        net = TaskConditionedQNetwork(family.obs_dim, family.num_actions, cfg.z_dim, (64, 64),
+                                      seed=args.seed)
+        learner = MetaDQNLearner(net, family, cfg, seed=args.seed)
+        t0 = time.perf_counter()
+        learner.train(cfg.steps_per_execution)
+        first = time.perf_counter() - t0
+        env0, t0 = learner.env_steps.numpy(), time.perf_counter()
+        learner.train(args.speed_iterations)
+        seconds = time.perf_counter() - t0
+        emit(f"meta_training jit_compile={jit} first_call_s={first:.1f} "
+             f"iterations={args.speed_iterations} seconds={seconds:.1f} "
+             f"env_steps_per_s={(learner.env_steps.numpy() - env0) / seconds:.0f} "
+             f"meta_iterations_per_s={args.speed_iterations / seconds:.1f} "
+             f"(pool {cfg.num_train_tasks} tasks, meta-batch {cfg.meta_batch_size}, "
+             f"{cfg.env_steps_per_iteration} env step per task per iteration)")
     base = tempfile.mkdtemp()
     path = export_qnetwork_learner(learner, base, "q", max_num_steps=10)
     model = tf.saved_model.load(path)
@@ -294,7 +313,8 @@ def speed(args):
         t0 = time.perf_counter(); act(observation=obs)
         times["serving_default"].append(time.perf_counter() - t0)
     med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
-    emit(f"export_adapt_ms_median={med['adapt']:.2f} (200 transitions, 3 steps, z_dim 8, 64x64)")
+    emit(f"export_adapt_ms_median={med['adapt']:.2f} (200 transitions, 3 steps, z_dim "
+         f"{learner.config.z_dim}, 64x64, inner loss {learner.config.inner_loss})")
     emit(f"export_serving_default_ms_median={med['serving_default']:.2f} (batch 1)")
     emit(f"adapt_over_serving_default_ratio={med['adapt'] / med['serving_default']:.1f}")
     save(args.out or "meta_dqn_speed.txt")
@@ -349,6 +369,7 @@ def main():
     p.add_argument("--cartpole-episodes", type=int, default=4)
     p.add_argument("--cartpole-config", default="{}",
                    help="JSON overrides of CARTPOLE_CONFIG (the Meta-DQN settings)")
+    p.add_argument("--speed-iterations", type=int, default=1000)
     p.add_argument("--finetune-steps", type=int, default=5)
     p.add_argument("--finetune-lrs", type=float, nargs="+", default=[0.001, 0.01])
     p.add_argument("--grid-steps", type=int, default=4000)
