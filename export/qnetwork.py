@@ -149,7 +149,7 @@ class AdaptableQNetwork(tf.Module):
                 "discount": self.discount, "huber_delta": self.huber_delta,
                 "inner_loss": self.inner_loss, "reward_loss_weight": self.reward_weight,
                 "reward_head": ("model" if self.inner_loss == "model" else
-                                reward_head_kind(self.reward_params) if self.reward_params
+                                reward_head_kind(self.reward_params, self.obs_dim) if self.reward_params
                                 else None),
                 "normalize_inner_grad": self.normalize_grad,
                 "max_num_steps": self.max_num_steps, "signatures": sorted(self.signatures()),

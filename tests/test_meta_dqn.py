@@ -7,8 +7,8 @@ import tensorflow as tf
 from metarl_tf.algorithms import dqn
 from metarl_tf.algorithms.meta_dqn import (MetaDQNConfig, MetaDQNLearner, adapt_embedding,
                                            collect_support, embedding_rule, inner_td_loss,
-                                           model_loss, outer_td_loss, reward_loss,
-                                           reward_prediction)
+                                           model_loss, outer_td_loss, reward_head_kind,
+                                           reward_loss, reward_prediction)
 from metarl_tf.networks.q_network import TaskConditionedQNetwork, q_values
 from metarl_tf.rollouts.replay import TaskReplayBuffer, Transitions
 from metarl_tf.tasks import CartPoleDirTasks, GridWorldTasks, MountainCarLRTasks
@@ -301,6 +301,15 @@ def test_structured_reward_heads_and_a_normalised_step_by_hand(compiled):
     want = 2.0 * np.exp(-np.sum((e - z.numpy()[:, None]) ** 2, -1)) - 0.5
     np.testing.assert_allclose(maybe_compiled(reward_prediction, compiled)([p, ab], z, support),
                                want, rtol=1e-4, atol=1e-6)
+    # the next_distance head: the same on x = [s', 1] alone, P [4, 4] (obs_dim + 1 rows)
+    pn = tf.constant(rng.normal(size=(4, 4)).astype(np.float32) * 0.3)
+    xn = np.concatenate([support.next_observation.numpy(), np.ones((3, 16, 1), np.float32)], -1)
+    en = np.einsum("tki,ij->tkj", xn, pn.numpy())
+    want = 2.0 * np.exp(-np.sum((en - z.numpy()[:, None]) ** 2, -1)) - 0.5
+    np.testing.assert_allclose(maybe_compiled(reward_prediction, compiled)([pn, ab], z, support),
+                               want, rtol=1e-4, atol=1e-6)
+    assert reward_head_kind([pn, ab], obs_dim=3) == "next_distance"
+    assert reward_head_kind([p, ab], obs_dim=3) == "distance"
 
 
 def test_bilinear_reward_head_step_points_at_any_goal_cell_held_out_ones_included():

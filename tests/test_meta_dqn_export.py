@@ -123,7 +123,7 @@ def test_export_loads_and_adapts_with_tensorflow_alone(exported, tmp_path):
     assert meta["inner_rule"] == "per_parameter_sgd"
 
 
-@pytest.mark.parametrize("reward_head", ["mlp", "bilinear", "distance"])
+@pytest.mark.parametrize("reward_head", ["mlp", "bilinear", "distance", "next_distance"])
 def test_reward_head_export_adapts_like_the_library(tmp_path, reward_head):
     """A learner whose z adapts on the reward head's error (normalised steps): the exported adapt
     carries the head and gives the library's z; the TFLite converter refuses it by name."""

@@ -59,7 +59,7 @@ from metarl_tf.rollouts.replay import (LoopState, TaskReplayBuffer, Transitions,
 TARGET_UPDATES = ("periodic", "polyak")
 EVAL_ADAPTATIONS = ("z", "finetune")
 INNER_LOSSES = ("td", "reward", "td+reward", "model")
-REWARD_HEADS = ("mlp", "bilinear", "distance")
+REWARD_HEADS = ("mlp", "bilinear", "distance", "next_distance")
 
 
 def _check_choice(config, name, choices):
@@ -93,7 +93,9 @@ class MetaDQNConfig:
     # linear in the observations and in z: no cell can be memorised as "never rewarded", and the
     # first inner step moves z along M's image of the rewarded transitions) or "distance"
     # (r_hat = a exp(-|[s, s', 1] P - z|^2) + b: reward where an affine embedding of the
-    # transition is near z); see reward_prediction.
+    # transition is near z) or "next_distance" (the same on [s', 1] alone: reward where the
+    # state reached is near z in an affine embedding, the prior of goal-reaching tasks); see
+    # reward_prediction.
     task_loss_weight: float = 0.0  # Weight of an auxiliary meta-training loss: a meta-learned
     # linear decoder of the adapted z must predict the task's parameters (standardised over the
     # pool), the privileged task information of meta-training only (as Humplik et al. 2019,
@@ -188,14 +190,17 @@ def inner_td_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
     return dqn.td_loss(q_tm1, batch.action, target, huber_delta)
 
 
-def reward_head_kind(reward_params: Sequence[tf.Tensor]) -> str:
+def reward_head_kind(reward_params: Sequence[tf.Tensor], obs_dim: int | None = None) -> str:
     """The head's form (``MetaDQNConfig.reward_head``) from its parameter list: ``[M]`` is
-    ``"bilinear"``, ``[P, (a, b)]`` is ``"distance"``, a ``TaskConditionedQNetwork``'s weights
-    (two hidden layers: 6 tensors) are ``"mlp"``."""
+    ``"bilinear"``, ``[P, (a, b)]`` is ``"distance"`` (``P`` with ``2 obs_dim + 1`` rows) or
+    ``"next_distance"`` (``obs_dim + 1`` rows; told apart only when ``obs_dim`` is given), a
+    ``TaskConditionedQNetwork``'s weights (two hidden layers: 6 tensors) are ``"mlp"``."""
     params = list(reward_params)
     if len(params) == 1 and len(params[0].shape) == 2:
         return "bilinear"
     if len(params) == 2 and len(params[0].shape) == 2 and params[1].shape.as_list() == [2]:
+        if obs_dim is not None and int(params[0].shape[0]) == int(obs_dim) + 1:
+            return "next_distance"
         return "distance"
     return "mlp"
 
@@ -207,10 +212,11 @@ def structured_reward_init(kind: str, obs_dim: int, z_dim: int, seed: int = 0) -
     init = keras.initializers.GlorotUniform(seed=seed)
     if kind == "bilinear":
         return [tf.convert_to_tensor(init((2 * obs_dim + 1, z_dim + 1)), tf.float32)]
-    if kind == "distance":
-        return [tf.convert_to_tensor(init((2 * obs_dim + 1, z_dim)), tf.float32),
-                tf.constant([1.0, 0.0])]
-    raise ValueError(f"`reward_head` must be 'bilinear' or 'distance' here, got {kind!r}")
+    if kind in ("distance", "next_distance"):
+        rows = 2 * obs_dim + 1 if kind == "distance" else obs_dim + 1
+        return [tf.convert_to_tensor(init((rows, z_dim)), tf.float32), tf.constant([1.0, 0.0])]
+    raise ValueError("`reward_head` must be 'bilinear', 'distance' or 'next_distance' here, got "
+                     f"{kind!r}")
 
 
 def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
@@ -224,6 +230,8 @@ def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: T
 
         r_hat(s, a, s', z) = a exp(-|x^T P - z|^2) + b,   x = [s, s', 1]
 
+    ``"next_distance"`` head (``P`` ``[obs_dim + 1, z_dim]``): the same with ``x = [s', 1]``.
+
     ``"bilinear"`` head (``reward_params == [M]``, ``M`` ``[2 obs_dim + 1, z_dim + 1]``)::
 
         r_hat(s, a, s', z) = x^T M [z, 1],   x = [s, s', 1]        (the action plays no part)
@@ -233,17 +241,20 @@ def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: T
     reward-weighted sum of the transitions' ``x`` (plus a task-independent offset), a smooth
     (affine) code of where reward was seen, whatever the cell.
     """
-    kind = reward_head_kind(reward_params)
-    if kind in ("bilinear", "distance"):
+    obs_dim = int(batch.observation.shape[-1])
+    kind = reward_head_kind(reward_params, obs_dim)
+    if kind in ("bilinear", "distance", "next_distance"):
         m = reward_params[0]
-        x = tf.concat([batch.observation, batch.next_observation,
-                       tf.ones_like(batch.observation[..., :1])], axis=-1)
+        ones = tf.ones_like(batch.observation[..., :1])
+        x = (tf.concat([batch.next_observation, ones], axis=-1) if kind == "next_distance" else
+             tf.concat([batch.observation, batch.next_observation, ones], axis=-1))
         extra = 1 if kind == "bilinear" else 0
         if int(x.shape[-1]) != int(m.shape[0]) or int(z.shape[-1]) + extra != int(m.shape[1]):
             raise ValueError(
                 f"the {kind} reward head `{'M' if extra else 'P'}` {m.shape.as_list()} does not "
-                f"fit observations of size {int(batch.observation.shape[-1])} and z of size "
-                f"{int(z.shape[-1])}: it must be [2 obs_dim + 1, z_dim{' + 1' if extra else ''}]")
+                f"fit observations of size {obs_dim} and z of size {int(z.shape[-1])}: it must "
+                f"be [2 obs_dim + 1, z_dim{' + 1' if extra else ''}] (or [obs_dim + 1, z_dim] "
+                "for next_distance)")
         if kind == "bilinear":
             zt = tf.concat([z, tf.ones_like(z[:, :1])], axis=-1)  # [T, z_dim + 1]
             return tf.reduce_sum(x * tf.matmul(zt, m, transpose_b=True)[:, None, :], axis=-1)
