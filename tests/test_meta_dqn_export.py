@@ -123,54 +123,23 @@ def test_export_loads_and_adapts_with_tensorflow_alone(exported, tmp_path):
     assert meta["inner_rule"] == "per_parameter_sgd"
 
 
-@pytest.mark.parametrize("reward_head", ["mlp", "bilinear", "distance", "next_distance"])
-def test_reward_head_export_adapts_like_the_library(tmp_path, reward_head):
-    """A learner whose z adapts on the reward head's error (normalised steps): the exported adapt
-    carries the head and gives the library's z; the TFLite converter refuses it by name."""
+def check_head_export(tmp_path, family, inner_loss, z_dim, **config):
+    """Meta-trains a tiny learner whose z adapts on a head (normalised steps), exports it and
+    checks that the exported adapt gives the library's z and that TFLite refuses it by name.
+    Returns the support data, the learner and the export's metadata."""
     from export.tflite import module_from_saved_model
 
-    family = GridWorldTasks()
-    cfg = MetaDQNConfig(z_dim=3, inner_steps=2, inner_lr=0.5, inner_loss="reward",
-                        normalize_inner_grad=True, reward_hidden=8, reward_head=reward_head, num_train_tasks=2,
-                        meta_batch_size=2, support_size=16, random_buffer_size=16,
-                        query_batch_size=8, replay_capacity=64, prefill_steps=16,
-                        steps_per_execution=3)
-    learner = MetaDQNLearner(TaskConditionedQNetwork(2, 4, 3, (16,), seed=4), family, cfg)
-    learner.train(3)
-    path = export_qnetwork_learner(learner, str(tmp_path), "grid", max_num_steps=10)
-    tr = collect_support(family.tf_env(), tf.constant(family.sample(1, 5, "test")), 200,
-                         family.horizon, 4, tf.constant([5, 6], tf.int64))
-    data = {"observations": tr.observation.numpy()[0], "actions": tr.action.numpy()[0],
-            "rewards": tr.reward.numpy()[0], "next_observations": tr.next_observation.numpy()[0],
-            "dones": tr.terminated.numpy()[0]}
-    assert data["rewards"].sum() > 0  # the support holds a rewarded transition
-    model = tf.saved_model.load(path)
-    for steps in (0, 1, 3):
-        np.testing.assert_allclose(call_adapt(model, data, steps).numpy(),
-                                   learner.adapt(**data, num_steps=steps), rtol=1e-5, atol=1e-6)
-    meta = json.load(open(os.path.join(path, "assets.extra", "metarl_tf.json")))
-    assert meta["inner_loss"] == "reward" and meta["normalize_inner_grad"] is True
-    assert meta["reward_head"] == reward_head
-    with pytest.raises(ValueError, match="TFLite adapt supports only the plain TD inner loss"):
-        module_from_saved_model(path)
-
-
-def test_model_head_export_adapts_like_the_library(tmp_path):
-    """inner_loss "model" (CartPoleDir): the exported adapt carries the one-step model head and
-    gives the library's z; the metadata names it; TFLite refuses it by name."""
-    from export.tflite import module_from_saved_model
-
-    family = CartPoleDirTasks()
-    cfg = MetaDQNConfig(z_dim=2, inner_steps=2, inner_lr=0.5, inner_loss="model",
+    cfg = MetaDQNConfig(z_dim=z_dim, inner_steps=2, inner_lr=0.5, inner_loss=inner_loss,
                         normalize_inner_grad=True, reward_hidden=8, num_train_tasks=2,
                         meta_batch_size=2, support_size=16, random_buffer_size=16,
                         query_batch_size=8, replay_capacity=64, prefill_steps=16,
-                        steps_per_execution=3)
-    learner = MetaDQNLearner(TaskConditionedQNetwork(4, 2, 2, (16,), seed=4), family, cfg)
+                        steps_per_execution=3, **config)
+    net = TaskConditionedQNetwork(family.obs_dim, family.num_actions, z_dim, (16,), seed=4)
+    learner = MetaDQNLearner(net, family, cfg)
     learner.train(3)
-    path = export_qnetwork_learner(learner, str(tmp_path), "cartpole", max_num_steps=10)
+    path = export_qnetwork_learner(learner, str(tmp_path), "m", max_num_steps=10)
     tr = collect_support(family.tf_env(), tf.constant(family.sample(1, 5, "test")), 200,
-                         family.horizon, 2, tf.constant([5, 6], tf.int64))
+                         family.horizon, family.num_actions, tf.constant([5, 6], tf.int64))
     data = {"observations": tr.observation.numpy()[0], "actions": tr.action.numpy()[0],
             "rewards": tr.reward.numpy()[0], "next_observations": tr.next_observation.numpy()[0],
             "dones": tr.terminated.numpy()[0]}
@@ -178,8 +147,26 @@ def test_model_head_export_adapts_like_the_library(tmp_path):
     for steps in (0, 1, 3):
         np.testing.assert_allclose(call_adapt(model, data, steps).numpy(),
                                    learner.adapt(**data, num_steps=steps), rtol=1e-5, atol=1e-6)
-    assert np.linalg.norm(learner.adapt(**data, num_steps=1)) > 0.1  # z moved
-    meta = json.load(open(os.path.join(path, "assets.extra", "metarl_tf.json")))
-    assert meta["inner_loss"] == "model" and meta["reward_head"] == "model"
     with pytest.raises(ValueError, match="TFLite adapt supports only the plain TD inner loss"):
         module_from_saved_model(path)
+    meta = json.load(open(os.path.join(path, "assets.extra", "metarl_tf.json")))
+    assert meta["inner_loss"] == inner_loss and meta["normalize_inner_grad"] is True
+    return data, learner, meta
+
+
+@pytest.mark.parametrize("reward_head", ["mlp", "bilinear", "distance", "next_distance"])
+def test_reward_head_export_adapts_like_the_library(tmp_path, reward_head):
+    """z adapts on the reward head's error: the export carries the head, names its form, and
+    adapts like the library."""
+    data, _, meta = check_head_export(tmp_path, GridWorldTasks(), "reward", 3,
+                                      reward_head=reward_head)
+    assert data["rewards"].sum() > 0  # the support holds a rewarded transition
+    assert meta["reward_head"] == reward_head
+
+
+def test_model_head_export_adapts_like_the_library(tmp_path):
+    """inner_loss "model" (CartPoleDir): the export carries the one-step model head, names it,
+    and adapts like the library."""
+    data, learner, meta = check_head_export(tmp_path, CartPoleDirTasks(), "model", 2)
+    assert np.linalg.norm(learner.adapt(**data, num_steps=1)) > 0.1  # z moved
+    assert meta["reward_head"] == "model"
