@@ -1,7 +1,7 @@
 """Learned update rules vs SGD: the Meta-LSTM on sinusoids, the meta-policy-gradient rule on PointNav.
 
 usage:
-    python benchmarks/learned_rules.py [--part sinusoid|pointnav|all] [--sin-steps 3000]
+    python benchmarks/learned_rules.py [--part sinusoid|pointnav|all|hidden-cost] [--sin-steps 3000]
         [--rl-iterations 30] [--hidden 8] [--eval-tasks 600] [--eval-episodes 20] [--seed 0]
         [--second-order] [--rule-steps 5] [--maml-steps 1] [--rule-xla] [--rule-meta-lr 1e-3]
 
@@ -15,10 +15,11 @@ the same seed, then scored on the same 600 held-out tasks (100 query points each
   inner steps, the meta-loss summed over the 5 steps, the input gate starting at rate 0.01), with
   ``--hidden`` LSTM units, ``--rule-steps`` inner steps during meta-training (default 5),
   ``--second-order`` for the second-order meta-gradient and ``--rule-meta-lr`` for the Adam rate of
-  the rule's own weights (default: the same 1e-3 as the network's). Its meta-step runs on TF's kernels, not
-  XLA (``--rule-xla`` compiles it): on CPU that ran it ~2x faster. XLA's Philox is not TF's bit
-  for bit, so its training task stream is a different draw from the same distribution than
-  MAML's (XLA); the held-out tasks are the same, and the paired line compares them task by task.
+  the rule's own weights (default: the same 1e-3 as the network's). Its meta-step runs on TF's
+  kernels, not XLA (``--rule-xla`` compiles it): on CPU that ran it ~2x faster. XLA's Philox is
+  not TF's bit for bit, so its training task stream is a different draw from the same
+  distribution than MAML's (XLA); the held-out tasks are the same, and the paired line compares
+  them task by task.
 
 Both are evaluated after 0..10 inner steps with their own rule; the target compares the query MSE
 after 1 and after 5 steps. A comparison is like for like when both learners were meta-trained for
@@ -33,6 +34,9 @@ policy (64, 64) tanh as ``benchmarks/maml_rl_pointnav.py``) and the meta-policy-
 (the same config with ``update_rule="meta_lstm"``) meta-trained for ``--rl-iterations``
 iterations each, then evaluated on the 40 meta-test goals of cbfinn/maml_rl (20 episodes per step):
 ``gap_closed = (post_1_step - pre) / (oracle - pre)``.
+
+``--part hidden-cost`` only times the Meta-LSTM meta-step at ``--hidden`` and at the papers' 20
+units.
 
 One line per result, ``key=value``; ``#`` lines are progress. One TF thread each side.
 """
@@ -175,6 +179,21 @@ def sinusoid(args):
     return ok
 
 
+def hidden_cost(args):
+    """Seconds per Meta-LSTM meta-step at ``--hidden`` and at the papers' 20 units (the
+    ``metalstm-sinusoid`` preset otherwise: 5 first-order steps, meta-batch 25, TF kernels)."""
+    tasks = SinusoidTasks()
+    cfg = MAMLConfig(**META_LSTM_SINUSOID, steps_per_execution=25)
+    cost = {}
+    for hidden in (args.hidden, 20):
+        learner = MAMLLearner(mlp(1, 1, (40, 40), seed=1), tasks,
+                              dataclasses.replace(cfg, rule_hidden_size=hidden), seed=1)
+        cost[hidden] = seconds_per_step(learner, args.cost_steps)
+    line(cost="meta_lstm_hidden_size", rule_steps=cfg.inner_steps,
+         **{f"hidden_{h}_s": round(c, 5) for h, c in cost.items()},
+         hidden_20_vs_hidden_ratio=round(cost[20] / cost[args.hidden], 2))
+
+
 def rl_policy(seed):
     return gaussian_mlp_policy(2, 2, hidden=(64, 64), activation="tanh", seed=seed)
 
@@ -189,6 +208,7 @@ def pointnav(args):
     gaps, per_iter = {}, {}
     for name, cfg in configs.items():
         learner = MAMLRLLearner(rl_policy(args.seed), tasks, cfg, seed=args.seed)
+        rule_init = [v.numpy().copy() for v in learner.extra_variables]
         learner.train(1)  # compile (counted as one of the iterations)
         start = time.perf_counter()
         for i in range(2, args.rl_iterations + 1):
@@ -208,6 +228,17 @@ def pointnav(args):
              post_2_steps_return=r[2], post_3_steps_return=r[3],
              oracle_return=curve["oracle_return"], gap_closed=gap, ci95_pre=curve["ci95"][0],
              ci95_post_1_step=curve["ci95"][1])
+        if rule_init:
+            # How far meta-training moved the rule: its base rate sigmoid(b_I) (0.1 at the start,
+            # MAML-TRPO's inner_lr), its base forget gate sigmoid(b_F), and the relative change of
+            # all its weights.
+            now = [v.numpy() for v in learner.extra_variables]
+            moved = math.sqrt(sum(float(((a - b) ** 2).sum()) for a, b in zip(now, rule_init)))
+            size = math.sqrt(sum(float((b ** 2).sum()) for b in rule_init))
+            line(algo=name, diagnostic="rule_weights",
+                 base_rate=float(tf.sigmoid(now[6])),
+                 base_rate_init=float(tf.sigmoid(rule_init[6])),
+                 base_forget=float(tf.sigmoid(now[4])), relative_change=moved / size)
     line(cost="pointnav_meta_iteration", maml_trpo_s=round(per_iter["maml_trpo"], 2),
          meta_pg_s=round(per_iter["meta_pg"], 2),
          meta_pg_vs_maml_trpo=round(per_iter["meta_pg"] / per_iter["maml_trpo"], 2))
@@ -216,7 +247,8 @@ def pointnav(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("sinusoid", "pointnav", "all"), default="all")
+    parser.add_argument("--part", choices=("sinusoid", "pointnav", "all", "hidden-cost"),
+                        default="all")
     parser.add_argument("--sin-steps", type=int, default=3000)
     parser.add_argument("--cost-steps", type=int, default=100)
     parser.add_argument("--rl-iterations", type=int, default=30)
@@ -254,6 +286,9 @@ def main():
                     f"sinusoid_k10_beats_maml_after_5_steps {verdict(five)} {trained}"]
     if args.part in ("pointnav", "all"):
         targets.append(f"pointnav_gap_closed_beats_maml_trpo {verdict(pointnav(args))}")
+    if args.part == "hidden-cost":
+        hidden_cost(args)
+        return
     print("targets: " + "; ".join(targets), flush=True)
 
 
