@@ -113,6 +113,9 @@ def test_rule_meta_lr_gives_the_rules_weights_their_own_adam_rate():
     for bad in (0.0, -1e-3, float("nan")):
         with pytest.raises(ValueError, match="`rule_meta_lr` must be a finite number"):
             MAMLConfig(update_rule="meta_lstm", rule_meta_lr=bad)
+    from metarl_tf.keras import MetaModel
+    with pytest.raises(ValueError, match="`rule_meta_lr` is not supported by MetaModel"):
+        MetaModel(mlp(1, 1, (8,), seed=2), MetaSGDConfig(rule_meta_lr=0.01))
 
 
 def test_state_resets_per_task_and_tasks_stay_independent():
