@@ -195,9 +195,9 @@ class MetaLSTM(NamedTuple):
         num_coords = theta.shape[1]
         # Layout: coordinates along the last axis ([rows, T * N]) so that every per-coordinate
         # affine map is ONE matmul, and so are the gradients of the rule's weights (a [rows, T N]
-        # x [T N, cols] product each): as broadcast-multiplies, those gradients became ~50
-        # reductions over T N = 44k elements per step, which XLA on CPU ran 2.7x slower (see
-        # docs/algorithms/learned-rules.md, "Cost").
+        # x [T N, cols] product each): as broadcast-multiplies, those gradients became many
+        # separate reductions over T N = 44k elements, and the rule's forward + backward ran
+        # 2.4-2.7x slower (see docs/algorithms/learned-rules.md, "Cost").
         # x_t = [prep(g), prep(L), prep(s)] times the kernel [D, 4H], split by rows: the
         # per-coordinate part (2 rows, with h_t-1 through the recurrent kernel) and the per-task
         # part (loss, context), added by broadcasting over the task's coordinates.
