@@ -31,15 +31,26 @@ def adaptation_curve(fmodel: FunctionalModel, params, tasks: RegressionTaskDistr
       ``{"mse": [N+1 floats], "ci95": [N+1 floats], "num_tasks": ..., "num_support": ...,
       "num_query": ...}``; ``mse[k]`` is the mean query MSE after ``k`` steps.
     """
-    batch = sample_task_batch(tasks, held_out_seed(seed), num_tasks, num_support, num_query)
-    curve = _curve_fn(fmodel, rule, num_steps)(list(params), batch.support_x, batch.support_y,
-                                                batch.query_x, batch.query_y)
-    curve = curve.numpy()  # [num_steps + 1, num_tasks]
+    curve = per_task_curve(fmodel, params, tasks, rule, num_tasks, num_support, num_query,
+                           num_steps, seed)
     return {
         "mse": [float(row.mean()) for row in curve],
         "ci95": [float(1.96 * row.std() / math.sqrt(num_tasks)) for row in curve],
         "num_tasks": num_tasks, "num_support": num_support, "num_query": num_query,
     }
+
+
+def per_task_curve(fmodel: FunctionalModel, params, tasks: RegressionTaskDistribution,
+                   rule: adaptation.UpdateRule, num_tasks: int = 600, num_support: int = 10,
+                   num_query: int = 100, num_steps: int = 10, seed: int = 0):
+    """The per-task losses behind ``adaptation_curve``: a ``[num_steps + 1, num_tasks]`` array,
+    row ``k`` the query MSE of each held-out task after ``k`` steps. Two learners scored with the
+    same ``seed`` see the same tasks in the same order, so their rows can be compared task by
+    task (a paired difference)."""
+    batch = sample_task_batch(tasks, held_out_seed(seed), num_tasks, num_support, num_query)
+    curve = _curve_fn(fmodel, rule, num_steps)(list(params), batch.support_x, batch.support_y,
+                                                batch.query_x, batch.query_y)
+    return curve.numpy()
 
 
 def _curve_fn(fmodel, rule, num_steps):

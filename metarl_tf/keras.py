@@ -89,6 +89,9 @@ class MetaModel(keras.Model):
         if learner_cls is None:
             raise TypeError("`config` must be a MAMLConfig, MetaSGDConfig or ReptileConfig, got "
                             f"{type(config).__name__}")
+        if getattr(config, "rule_meta_lr", None) is not None:
+            raise ValueError("`rule_meta_lr` is not supported by MetaModel: its one Keras "
+                             "optimizer (compile) updates every weight; use the learner, or None")
         self.network = network
         self.config = config
         self.seed = int(seed)

@@ -117,7 +117,8 @@ class MetaLSTMState(NamedTuple):
 
     Attributes:
       step: int32 scalar, inner steps taken so far (for error messages).
-      h, c: ``[T, N, H]`` the first layer's LSTM state.
+      h, c: ``[H, T, N]`` the first layer's LSTM state (hidden unit major: the coordinates of all
+        tasks lie along the last axes, so the rule's affine maps are matmuls over them).
       forget, input: ``[T, N]`` the previous step's gate values (R&L feed them back).
     """
 
@@ -169,7 +170,7 @@ class MetaLSTM(NamedTuple):
         num_tasks = tf.shape(params[0])[0]
         n = sum(_coordinates(p) for p in params)
         dtype = params[0].dtype
-        h = tf.zeros(tf.stack([num_tasks, n, self.hidden_size]), dtype)
+        h = tf.zeros(tf.stack([self.hidden_size, num_tasks, n]), dtype)
         gates = tf.zeros(tf.stack([num_tasks, n]), dtype)
         return MetaLSTMState(tf.constant(0, tf.int32), h, tf.identity(h), gates,
                              tf.identity(gates))
@@ -191,13 +192,19 @@ class MetaLSTM(NamedTuple):
             with tf.control_dependencies([assert_op]):
                 g = tf.identity(g)
         hidden = self.hidden_size
+        num_coords = theta.shape[1]
+        # Layout: coordinates along the last axis ([rows, T * N]) so that every per-coordinate
+        # affine map is ONE matmul, and so are the gradients of the rule's weights (a [rows, T N]
+        # x [T N, cols] product each): as broadcast-multiplies, those gradients became many
+        # separate reductions over T N = 44k elements, and the rule's forward + backward ran
+        # 2.4-2.7x slower (see docs/algorithms/learned-rules.md, "Cost").
         # x_t = [prep(g), prep(L), prep(s)] times the kernel [D, 4H], split by rows: the
-        # per-coordinate part (2 rows) and the per-task part (loss, context), added by
-        # broadcasting instead of tiling the task features to every coordinate.
+        # per-coordinate part (2 rows, with h_t-1 through the recurrent kernel) and the per-task
+        # part (loss, context), added by broadcasting over the task's coordinates.
         # The rule's inputs are always constants to the meta-gradient (R&L's simplification): the
         # derivative of log|g| is 1/g, huge where a gradient is small. Second order
         # (first_order=False) differentiates through the update's g below, never through these.
-        prep_g = tf.stop_gradient(preprocess(g))  # [T, N, 2]
+        prep_g = tf.stop_gradient(tf.transpose(preprocess(g), [2, 0, 1]))  # [2, T, N]
         task_feats = [preprocess(loss)]  # [T, 2]
         if self.num_context:
             if self.context is None:
@@ -206,17 +213,25 @@ class MetaLSTM(NamedTuple):
             task_feats.append(tf.reshape(preprocess(tf.cast(self.context, dtype)),
                                          [-1, 2 * self.num_context]))
         task_x = tf.stop_gradient(tf.concat(task_feats, axis=-1))  # [T, D - 2]
-        task_z = tf.matmul(task_x, kernel[2:]) + bias  # [T, 4H]
-        z = (prep_g[..., 0:1] * kernel[0] + prep_g[..., 1:2] * kernel[1] + task_z[:, None, :]
-             + tf.einsum("tnh,hk->tnk", state.h, recurrent))  # [T, N, 4H]
-        z_i, z_f, z_o, z_c = tf.split(z, 4, axis=-1)
+        task_z = tf.transpose(tf.matmul(task_x, kernel[2:]) + bias)  # [4H, T]
+        coord_x = tf.concat([tf.reshape(prep_g, [2, -1]), tf.reshape(state.h, [hidden, -1])], 0)
+        coord_w = tf.concat([kernel[:2], recurrent], 0)  # [2 + H, 4H]
+        z = tf.reshape(tf.matmul(coord_w, coord_x, transpose_a=True), [4 * hidden, -1, num_coords])
+        z = z + task_z[:, :, None]  # [4H, T, N]
+        z_i, z_f, z_o, z_c = tf.split(z, 4, axis=0)
         c = tf.sigmoid(z_f) * state.c + tf.sigmoid(z_i) * tf.tanh(z_c)
-        h = tf.sigmoid(z_o) * tf.tanh(c)
-        # The gated layer: its cell state is the parameter itself.
-        forget = tf.sigmoid(tf.linalg.matvec(h, w_f[:hidden]) + w_f[hidden] * theta
-                            + w_f[hidden + 1] * state.forget + b_f)
-        rate = tf.sigmoid(tf.linalg.matvec(h, w_i[:hidden]) + w_i[hidden] * theta
-                          + w_i[hidden + 1] * state.input + b_i)
+        h = tf.sigmoid(z_o) * tf.tanh(c)  # [H, T, N]
+        # The gated layer: its cell state is the parameter itself. Both gates in one matmul:
+        # rows [w_F . [h, theta, f_prev], w_I . [h, theta, i_prev]] over [h; theta; f_prev; i_prev].
+        gate_x = tf.concat([tf.reshape(h, [hidden, -1])]
+                           + [tf.reshape(t, [1, -1]) for t in (theta, state.forget, state.input)],
+                           0)  # [H + 3, T N]
+        zero = tf.zeros([1], w_f.dtype)
+        gate_w = tf.stack([tf.concat([w_f, zero], 0),
+                           tf.concat([w_i[:hidden + 1], zero, w_i[hidden + 1:]], 0)])  # [2, H + 3]
+        gates = tf.sigmoid(tf.matmul(gate_w, gate_x) + tf.stack([b_f, b_i])[:, None])  # [2, T N]
+        forget = tf.reshape(gates[0], tf.shape(theta))
+        rate = tf.reshape(gates[1], tf.shape(theta))
         new_theta = forget * theta - rate * g
         return _unflatten(new_theta, params), MetaLSTMState(state.step + 1, h, c, forget, rate)
 

@@ -149,3 +149,18 @@ def test_maml_beats_the_pretrained_baseline_after_one_step():
     # Adaptation helps MAML a lot and the baseline little (its fit is the mean function, ~0).
     assert maml[1] < 0.6 * maml[0]
     assert maml[1] < 0.5 * baseline[1], (maml, baseline)
+
+
+def test_per_task_curve_is_what_the_adaptation_curve_averages():
+    tasks = SinusoidTasks()
+    fmodel = FunctionalModel(mlp(1, 1, (8,), seed=3))
+    rule = adaptation.SGD(0.05)
+    rows = evaluation.per_task_curve(fmodel, fmodel.params(), tasks, rule, num_tasks=7,
+                                     num_query=5, num_steps=2, seed=4)
+    curve = evaluation.adaptation_curve(fmodel, fmodel.params(), tasks, rule, num_tasks=7,
+                                        num_query=5, num_steps=2, seed=4)
+    assert rows.shape == (3, 7)
+    np.testing.assert_allclose(rows.mean(axis=1), curve["mse"], rtol=1e-6)
+    np.testing.assert_allclose(1.96 * rows.std(axis=1) / np.sqrt(7), curve["ci95"], rtol=1e-5)
+    # The tasks differ from one another, and a step changes each task's loss.
+    assert len(set(np.round(rows[0], 6))) == 7 and np.all(rows[1] != rows[0])

@@ -95,6 +95,29 @@ def test_rule_weights_receive_meta_gradients(first_order):
     assert learner.checkpoint_items()["extra"] is learner.extra_variables
 
 
+def test_rule_meta_lr_gives_the_rules_weights_their_own_adam_rate():
+    cfg = MAMLConfig(update_rule="meta_lstm", rule_hidden_size=H, inner_steps=1, inner_lr=0.05,
+                     meta_lr=1e-4, rule_meta_lr=0.05, jit_compile=False, steps_per_execution=1)
+    learner = MAMLLearner(mlp(1, 1, (8,), seed=2), SinusoidTasks(), cfg, seed=2)
+    net_before = [v.numpy().copy() for v in learner.fmodel.variables]
+    rule_before = [v.numpy().copy() for v in learner.extra_variables]
+    learner.train(1)
+    # Adam's first step moves each weight by its rate times sign(grad) (|m / sqrt(v)| = 1).
+    net_moves = np.concatenate([np.abs(v.numpy() - b).ravel()
+                                for v, b in zip(learner.fmodel.variables, net_before)])
+    rule_moves = np.concatenate([np.abs(v.numpy() - b).ravel()
+                                 for v, b in zip(learner.extra_variables, rule_before)])
+    assert net_moves.max() <= 1.01e-4 and rule_moves.max() > 0.049, (net_moves.max(),
+                                                                     rule_moves.max())
+    assert learner.checkpoint_items()["rule_optimizer"] is learner.rule_optimizer
+    for bad in (0.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="`rule_meta_lr` must be a finite number"):
+            MAMLConfig(update_rule="meta_lstm", rule_meta_lr=bad)
+    from metarl_tf.keras import MetaModel
+    with pytest.raises(ValueError, match="`rule_meta_lr` is not supported by MetaModel"):
+        MetaModel(mlp(1, 1, (8,), seed=2), MetaSGDConfig(rule_meta_lr=0.01))
+
+
 def test_state_resets_per_task_and_tasks_stay_independent():
     fmodel = FunctionalModel(mlp(1, 1, (8,), seed=4))
     rule = update_rules.MetaLSTM(update_rules.init_meta_lstm(H, inner_lr=0.1, seed=4))

@@ -43,6 +43,8 @@ class MAMLConfig:
     rule_hidden_size: int = 20  # Meta-LSTM: hidden units of the coordinate-wise LSTM (R&L: 20).
     query_every_step: bool = False  # Meta-loss = mean query loss after each of the inner steps
     # (Andrychowicz et al. 2016's sum over steps, w_t = 1) instead of after the last one (MAML).
+    rule_meta_lr: float | None = None  # Adam rate of the update rule's own weights (Meta-SGD's
+    # rates, the Meta-LSTM's weights), a second optimiser; None: one Adam at meta_lr for all.
 
     def __post_init__(self):
         for name in ("meta_batch_size", "num_support", "num_query", "steps_per_execution"):
@@ -55,6 +57,8 @@ class MAMLConfig:
         update_rules.check_rule(self, "update_rule")
         update_rules.check_hidden_size(self, "rule_hidden_size")
         check_bool(self, "query_every_step")
+        if self.rule_meta_lr is not None:
+            check_float(self, "rule_meta_lr")
         if self.update_rule == "meta_lstm" and self.inner_lr >= 1.0:
             raise ValueError("`inner_lr` must be < 1 with update_rule='meta_lstm' (it is the "
                              f"initial value of a sigmoid input gate), got {self.inner_lr!r}")
@@ -128,7 +132,16 @@ class MAMLLearner:
 
     def _make_optimizer(self, optimizer):
         optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(self.config.meta_lr)
-        optimizer.build(self.meta_variables)
+        rule_lr = getattr(self.config, "rule_meta_lr", None)
+        self.rule_optimizer = None
+        if rule_lr is not None and self.extra_variables:
+            # The rule's weights get their own Adam (Adam is invariant to a gradient's scale, so a
+            # different rate needs a different optimiser, not scaled gradients).
+            self.rule_optimizer = keras.optimizers.Adam(rule_lr)
+            self.rule_optimizer.build(self.extra_variables)
+            optimizer.build(self.fmodel.variables)
+        else:
+            optimizer.build(self.meta_variables)
         return optimizer
 
     def update_rule(self) -> adaptation.UpdateRule:
@@ -148,6 +161,11 @@ class MAMLLearner:
 
     def apply(self, grads) -> None:
         """Updates the meta-parameters from (replica-summed) ``grads``."""
+        if getattr(self, "rule_optimizer", None) is not None:
+            n = len(self.fmodel.variables)
+            self.optimizer.apply_gradients(zip(grads[:n], self.fmodel.variables))
+            self.rule_optimizer.apply_gradients(zip(grads[n:], self.extra_variables))
+            return
         self.optimizer.apply_gradients(zip(grads, self.meta_variables))
 
     # -- the meta-step --------------------------------------------------------------------------
@@ -251,4 +269,6 @@ class MAMLLearner:
             items["optimizer"] = self.optimizer
         if self.extra_variables:
             items["extra"] = self.extra_variables
+        if getattr(self, "rule_optimizer", None) is not None:
+            items["rule_optimizer"] = self.rule_optimizer
         return items

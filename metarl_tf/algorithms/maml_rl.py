@@ -580,9 +580,10 @@ class MAMLRLLearner:
 
         Returns:
           ``{"returns": [R_0, ..., R_num_steps], "ci95": [...], "oracle_return": float | None,
-          "num_tasks": ..., "episodes_per_task": ...}``; ``R_k`` is the mean episode return over
-          tasks after ``k`` steps, ``ci95`` its 95% interval over tasks, ``oracle_return`` the
-          goal-aware straight-line policy's (PointNav only).
+          "num_tasks": ..., "episodes_per_task": ..., "per_task": [[...], ...]}``; ``R_k`` is the
+          mean episode return over tasks after ``k`` steps, ``ci95`` its 95% interval over tasks,
+          ``per_task[k]`` each task's mean return after ``k`` steps (for paired comparisons),
+          ``oracle_return`` the goal-aware straight-line policy's (PointNav only).
         """
         cfg = self.config
         seed = self.seed if seed is None else int(seed)
@@ -604,7 +605,8 @@ class MAMLRLLearner:
         else:
             rows, oracle = self._eval_gym(tasks, seed, num_steps, n_ep)
         return {"returns": [float(r.mean()) for r in rows], "ci95": [_ci95(r) for r in rows],
-                "oracle_return": oracle, "num_tasks": len(tasks), "episodes_per_task": n_ep}
+                "oracle_return": oracle, "num_tasks": len(tasks), "episodes_per_task": n_ep,
+                "per_task": [[float(x) for x in r] for r in rows]}
 
     def _eval_ingraph(self, goals, seed, num_steps, episodes_per_task):
         policy, extra = self._split(self._theta())
