@@ -377,7 +377,7 @@ def main():
     p.add_argument("--grid-config", default=json.dumps(dict(
         z_dim=4, inner_steps=3, inner_lr=0.5, inner_loss="reward", normalize_inner_grad=True,
         reward_head="distance", task_loss_weight=1.0,
-        learn_z_init=False, num_train_tasks=20, meta_batch_size=10, discount=0.9,
+        learn_z_init=False, num_train_tasks=20, meta_batch_size=20, discount=0.9,
         replay_capacity=5000, epsilon_decay_steps=1000, target_update_period=100,
         steps_per_execution=250, jit_compile=False)))
     args = p.parse_args()
