@@ -42,32 +42,53 @@ def ci95(x) -> float:
 
 
 def speed(args, tasks, lines) -> None:
-    """Env-steps/s of whole PPO iterations: in graph (eager-compiled, XLA) vs gymnasium."""
+    """Env-steps/s of whole PPO iterations, all built first and then timed in turns (the machine
+    is shared: interleaving spreads its load over the variants). Variants: ``ingraph`` (the
+    default: graph-mode iteration, each PPO minibatch step an XLA cluster), ``ingraph_graph``
+    (the same with ``jit_minibatch=False``, the path before), ``gymnasium`` (SyncVectorEnv
+    sampling, same update as ``ingraph``), ``ingraph_xla`` (``jit_compile``: the whole iteration
+    one XLA function; with ``--speed-xla``). Wall-clock and process-CPU rates are both printed:
+    with one TF thread the CPU rate is the less load-sensitive one."""
     steps = args.speed_batch * args.n
-    results = {}
-    for name, kw in (("ingraph", dict(in_graph=True, jit_compile=False)),
-                     ("ingraph_xla", dict(in_graph=True, jit_compile=True)),
-                     ("gymnasium", dict(in_graph=False, jit_compile=False))):
-        if name == "ingraph_xla" and not args.speed_xla:
-            continue
+    variants = [("ingraph", dict(in_graph=True)),
+                ("ingraph_graph", dict(in_graph=True, jit_minibatch=False)),
+                ("gymnasium", dict(in_graph=False))]
+    if args.speed_xla:
+        variants.append(("ingraph_xla", dict(in_graph=True, jit_compile=True)))
+    learners = {}
+    for name, kw in variants:
         cfg = RL2Config(episodes_per_trial=args.n, num_arms=args.k,
                         meta_batch_size=args.speed_batch, **kw)
-        learner = RL2Learner(rl2_policy_for(tasks, units=args.units, seed=args.seed), tasks, cfg,
-                             seed=args.seed)
+        policy = rl2_policy_for(tasks, units=args.units, seed=args.seed,
+                                separate_value=args.value_net == "separate")
+        learner = RL2Learner(policy, tasks, cfg, seed=args.seed)
         learner.train(1)
         learner.train(1)  # warm-up: tracing / compilation (XLA compiles on the first two calls)
-        t0 = time.perf_counter()
-        learner.train(args.speed_iterations)
-        dt = time.perf_counter() - t0
-        results[name] = steps * args.speed_iterations / dt
-        lines.append(f"speed_{name}_env_steps_per_s={results[name]:.1f}")
-    lines.append(f"speed_ingraph_over_gymnasium={results['ingraph'] / results['gymnasium']:.2f}")
-    if "ingraph_xla" in results:
-        lines.append(f"speed_xla_over_ingraph={results['ingraph_xla'] / results['ingraph']:.2f}")
+        learners[name] = learner
+    wall = {name: 0.0 for name in learners}
+    cpu = {name: 0.0 for name in learners}
+    for _ in range(args.speed_iterations):
+        for name, learner in learners.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            learner.train(1)
+            wall[name] += time.perf_counter() - t0
+            cpu[name] += time.process_time() - c0
+    total = steps * args.speed_iterations
+    for name in learners:
+        lines.append(f"speed_{name}_env_steps_per_s={total / wall[name]:.1f} "
+                     f"speed_{name}_env_steps_per_cpu_s={total / cpu[name]:.1f}")
+    lines.append(f"speed_ingraph_over_gymnasium={wall['gymnasium'] / wall['ingraph']:.2f} "
+                 f"cpu={cpu['gymnasium'] / cpu['ingraph']:.2f}")
+    lines.append(f"speed_jit_minibatch_over_graph={wall['ingraph_graph'] / wall['ingraph']:.2f} "
+                 f"cpu={cpu['ingraph_graph'] / cpu['ingraph']:.2f}")
+    if "ingraph_xla" in learners:
+        lines.append(f"speed_xla_over_ingraph={wall['ingraph'] / wall['ingraph_xla']:.2f} "
+                     f"cpu={cpu['ingraph'] / cpu['ingraph_xla']:.2f}")
     lines.append(f"speed_setting=batch {args.speed_batch} trials x {args.n} pulls, GRU "
-                 f"{args.units}, {RL2Config().num_epochs} epochs x {RL2Config().num_minibatches} "
-                 "minibatches per iteration, 1 TF thread, machine loaded (2 cores shared by 6 "
-                 "engineers): compare the ratios, not the absolute figures")
+                 f"{args.units}, value_net={args.value_net}, {RL2Config().num_epochs} epochs x "
+                 f"{RL2Config().num_minibatches} minibatches per iteration, "
+                 f"{args.speed_iterations} timed iterations each (interleaved), 1 TF thread, "
+                 f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def main(argv=None) -> int:
@@ -77,6 +98,9 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=500, help="trials per PPO iteration")
     ap.add_argument("--units", type=int, default=64, help="GRU width")
+    ap.add_argument("--value-net", choices=("separate", "shared"), default="shared",
+                    help="value head on its own GRU (pytorch_rl2) or on the policy's GRU")
+    ap.add_argument("--minibatches", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--entropy", type=float, default=0.01)
     ap.add_argument("--discount", type=float, default=0.99)
@@ -103,7 +127,7 @@ def main(argv=None) -> int:
 
     if args.speed or args.speed_only:
         speed(args, tasks, lines)
-        print("\n".join(lines[-4:]), flush=True)
+        print("\n".join(lines[4:]), flush=True)
     if not args.speed_only:
         test = tasks.sample(args.eval_trials, seed=1234, split="test")
         tune = tasks.sample(args.eval_trials, seed=4321, split="train")
@@ -119,9 +143,11 @@ def main(argv=None) -> int:
 
         cfg = RL2Config(episodes_per_trial=args.n, num_arms=args.k, meta_batch_size=args.batch,
                         learning_rate=args.lr, entropy_coef=args.entropy, discount=args.discount,
-                        gae_lambda=args.gae_lambda, bptt_chunk=args.bptt_chunk)
-        learner = RL2Learner(rl2_policy_for(tasks, units=args.units, seed=args.seed), tasks, cfg,
-                             seed=args.seed)
+                        gae_lambda=args.gae_lambda, bptt_chunk=args.bptt_chunk,
+                        num_minibatches=args.minibatches)
+        policy = rl2_policy_for(tasks, units=args.units, seed=args.seed,
+                                separate_value=args.value_net == "separate")
+        learner = RL2Learner(policy, tasks, cfg, seed=args.seed)
         manager = None
         if args.ckpt:
             ckpt = tf.train.Checkpoint(**learner.checkpoint_items())
@@ -162,7 +188,9 @@ def main(argv=None) -> int:
             lines.append(f"target_geq_thompson={ev['trial_return'] >= ts.mean()} "
                          f"target_within_2pct_gittins={ev['trial_return'] >= 0.98 * ref}")
         lines.append(f"train_iterations={learner.step} trained_this_run={learner.step - start} "
-                     f"train_seconds={train_s:.0f} batch={args.batch} units={args.units} "
+                     f"train_seconds={train_s:.0f} "
+                 f"train_env_steps_per_s={(learner.step - start) * args.batch * args.n / max(train_s, 1e-9):.0f} batch={args.batch} units={args.units} "
+                     f"value_net={args.value_net} minibatches={args.minibatches} "
                      f"lr={args.lr} entropy_coef={args.entropy} discount={args.discount} "
                      f"gae_lambda={args.gae_lambda} env_steps={learner.step * args.batch * args.n}")
         print("\n".join(lines[-7:]), flush=True)

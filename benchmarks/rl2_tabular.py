@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     lines.append(f"rl2_over_random={rl2 / rnd.mean():.4f}")
     lines.append(f"train_iterations={learner.step} trained_this_run={learner.step - start} "
                  f"stopped_on_time_budget={stopped_early} train_seconds={train_s:.0f} "
+                 f"train_env_steps_per_s={(learner.step - start) * args.batch * args.n * tasks.horizon / max(train_s, 1e-9):.0f} "
                  f"batch={args.batch} units={args.units} value_net={args.value_net} lr={args.lr} "
                  f"entropy_coef={args.entropy} discount={args.discount} "
                  f"gae_lambda={args.gae_lambda} bptt_chunk={args.bptt_chunk} "

@@ -373,3 +373,32 @@ def test_separate_value_cell_has_its_own_state_and_weights(cell):
     heads1, _, states1, _ = ref.unroll(shared.trainable_variables, xs, ref.initial_state(3))
     np.testing.assert_allclose(heads2.numpy(), heads1.numpy(), atol=1e-6)
     np.testing.assert_allclose(states2[..., :half].numpy(), states1.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["bandit", "mdp"])
+def test_xla_minibatch_step_trains_as_the_graph_step(family):
+    # jit_minibatch (the PPO minibatch step as an XLA cluster, the fast default) against the
+    # plain graph step: same rollouts, same updates up to float rounding, so the same learner.
+    if family == "bandit":
+        tasks, kw = BernoulliBanditTasks(3, 6), dict(episodes_per_trial=6, num_arms=3)
+    else:
+        tasks = TabularMDPTasks(num_states=4, num_actions=3, horizon=3, num_episodes=4)
+        kw = dict(episodes_per_trial=4, bptt_chunk=3, max_grad_norm=0.5)
+    runs = []
+    for jit in (False, True):
+        cfg = RL2Config(meta_batch_size=32, num_epochs=2, num_minibatches=2, jit_minibatch=jit,
+                        **kw)
+        learner = RL2Learner(rl2_policy_for(tasks, units=8, seed=1, separate_value=True), tasks,
+                             cfg, seed=4)
+        assert (learner._minibatch_fn == learner._minibatch_step) != jit
+        metrics = learner.train(2)
+        runs.append((metrics, [v.numpy() for v in learner.policy.trainable_variables]))
+    (m0, p0), (m1, p1) = runs
+    assert m0["trial_return"] == m1["trial_return"]  # the second rollout used the updated weights
+    for key in ("loss", "policy_loss", "value_loss", "entropy"):
+        assert abs(m0[key] - m1[key]) < 1e-5 * max(1.0, abs(m0[key])), key
+    start = RL2Learner(rl2_policy_for(tasks, units=8, seed=1, separate_value=True), tasks,
+                       RL2Config(meta_batch_size=32, **kw), seed=4).policy.trainable_variables
+    assert max(float(np.abs(a - v.numpy()).max()) for a, v in zip(p0, start)) > 1e-3  # it trained
+    for a, b in zip(p0, p1):
+        np.testing.assert_allclose(a, b, atol=1e-6)
