@@ -206,9 +206,10 @@ def reward_head_kind(reward_params: Sequence[tf.Tensor], obs_dim: int | None = N
 
 
 def structured_reward_init(kind: str, obs_dim: int, z_dim: int, seed: int = 0) -> list:
-    """Initial parameters of a ``"bilinear"`` head (``M`` ``[2 obs_dim + 1, z_dim + 1]``) or a
-    ``"distance"`` head (``P`` ``[2 obs_dim + 1, z_dim]``, ``(a, b) = (1, 0)``), Glorot uniform (a
-    zero ``M`` would give z a zero inner gradient)."""
+    """Initial parameters of a ``"bilinear"`` head (``M`` ``[2 obs_dim + 1, z_dim + 1]``), a
+    ``"distance"`` head (``P`` ``[2 obs_dim + 1, z_dim]``, ``(a, b) = (1, 0)``) or a
+    ``"next_distance"`` head (``P`` ``[obs_dim + 1, z_dim]``), Glorot uniform (a zero ``M`` would
+    give z a zero inner gradient)."""
     init = keras.initializers.GlorotUniform(seed=seed)
     if kind == "bilinear":
         return [tf.convert_to_tensor(init((2 * obs_dim + 1, z_dim + 1)), tf.float32)]
@@ -316,10 +317,8 @@ def inner_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions, di
     loss = 0.0
     if kind in ("td", "td+reward"):
         loss = inner_td_loss(params, z, batch, discount, huber_delta, activation)
-    if kind in ("reward", "td+reward"):
-        loss = loss + reward_weight * reward_loss(reward_params, z, batch, activation)
-    if kind == "model":
-        loss = reward_weight * model_loss(reward_params, z, batch, activation)
+    if kind != "td":
+        loss = loss + reward_weight * head_loss(reward_params, z, batch, kind, activation)
     return loss
 
 
@@ -576,17 +575,15 @@ class MetaDQNLearner:
                                            network.seed + 1000))]
             self.reward_structured = tf.train.Checkpoint(
                 **{f"v{i}": v for i, v in enumerate(self.reward_params)})
-        elif cfg.inner_loss == "model":  # the one-step model head (r, s' - s) per action
-            self.reward_network = TaskConditionedQNetwork(
-                network.obs_dim, network.num_actions * (network.obs_dim + 1), cfg.z_dim,
-                (cfg.reward_hidden, cfg.reward_hidden), network.activation_name,
-                seed=network.seed + 1000, name="model_head")
-            self.reward_params = list(self.reward_network.trainable_variables)
         elif cfg.inner_loss != "td":
+            # an MLP head: the one-step model (r, s' - s) per action on s, or the reward per
+            # action on concat(s, s')
+            obs, a = network.obs_dim, network.num_actions
+            inputs, outputs, name = ((obs, a * (obs + 1), "model_head")
+                                     if cfg.inner_loss == "model" else (2 * obs, a, "reward_head"))
             self.reward_network = TaskConditionedQNetwork(
-                2 * network.obs_dim, network.num_actions, cfg.z_dim,
-                (cfg.reward_hidden, cfg.reward_hidden), network.activation_name,
-                seed=network.seed + 1000, name="reward_head")
+                inputs, outputs, cfg.z_dim, (cfg.reward_hidden, cfg.reward_hidden),
+                network.activation_name, seed=network.seed + 1000, name=name)
             self.reward_params = list(self.reward_network.trainable_variables)
         self.meta_variables = self.params + [self.z_init] + (
             [self.inner_rates] if cfg.learn_inner_lr else []) + self.reward_params
