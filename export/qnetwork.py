@@ -30,7 +30,7 @@ import tensorflow as tf
 from export._common import own_rule, rule_metadata, save_with_metadata
 from export.layout import write_versioned
 from metarl_tf import __version__, adaptation
-from metarl_tf.algorithms.meta_dqn import adapt_embedding, reward_head_kind
+from metarl_tf.algorithms.meta_dqn import REWARD_HEADS, adapt_embedding, reward_head_kind
 from metarl_tf.networks.q_network import q_values
 from metarl_tf.rollouts.replay import Transitions
 from metarl_tf.signatures import qnetwork_specs
@@ -49,12 +49,16 @@ class AdaptableQNetwork(tf.Module):
       inner_loss, reward_params, reward_weight, normalize_grad: the learner's inner loss
         (``MetaDQNConfig.inner_loss``; ``reward_params`` are the reward head's weights when it is
         not ``"td"``), ``reward_loss_weight`` and ``normalize_inner_grad``.
+      reward_head: the reward head's form (``MetaDQNConfig.reward_head``); None guesses it from
+        the weights' shapes (``meta_dqn.reward_head_kind``). ``export_qnetwork_learner`` passes
+        the learner's.
     """
 
     def __init__(self, network, params, z_init, rule: adaptation.UpdateRule, discount: float,
                  huber_delta: float = 1.0, max_num_steps: int = 100,
                  name: str = "adaptable_q_network", inner_loss: str = "td",
-                 reward_params=None, reward_weight: float = 1.0, normalize_grad: bool = False):
+                 reward_params=None, reward_weight: float = 1.0, normalize_grad: bool = False,
+                 reward_head: str | None = None):
         super().__init__(name=name)
         if isinstance(max_num_steps, bool) or not isinstance(max_num_steps, int) or max_num_steps < 0:
             raise ValueError(f"`max_num_steps` must be an integer >= 0, got {max_num_steps!r}")
@@ -71,6 +75,13 @@ class AdaptableQNetwork(tf.Module):
         self.normalize_grad = bool(normalize_grad)
         self.reward_params = [tf.Variable(p, trainable=False, name=f"reward_param_{i}")
                               for i, p in enumerate(reward_params or [])]
+        if inner_loss == "model" or not self.reward_params:
+            reward_head = "model" if inner_loss == "model" else None
+        elif reward_head is None:
+            reward_head = reward_head_kind(self.reward_params, self.obs_dim)
+        elif reward_head not in REWARD_HEADS:
+            raise ValueError(f"`reward_head` must be one of {REWARD_HEADS}, got {reward_head!r}")
+        self.reward_head = reward_head
         rule = own_rule(self, rule)
         obs_dim, num_actions, z_dim, act = self.obs_dim, self.num_actions, self.z_dim, self.activation
         max_steps = tf.constant(max_num_steps, tf.int32)
@@ -131,7 +142,9 @@ class AdaptableQNetwork(tf.Module):
                                 self.discount, self.huber_delta, act, first_order=True,
                                 inner_loss_kind=self.inner_loss, reward_params=head,
                                 reward_weight=self.reward_weight,
-                                normalize_grad=self.normalize_grad).params[0]
+                                normalize_grad=self.normalize_grad,
+                                reward_head=None if self.reward_head == "model"
+                                else self.reward_head).params[0]
             return {"z": z[0]}
 
         self.serving_default = serving_default
@@ -148,9 +161,7 @@ class AdaptableQNetwork(tf.Module):
                 "z_dim": self.z_dim, "hidden": list(self.hidden), "activation": self.activation,
                 "discount": self.discount, "huber_delta": self.huber_delta,
                 "inner_loss": self.inner_loss, "reward_loss_weight": self.reward_weight,
-                "reward_head": ("model" if self.inner_loss == "model" else
-                                reward_head_kind(self.reward_params, self.obs_dim) if self.reward_params
-                                else None),
+                "reward_head": self.reward_head,
                 "normalize_inner_grad": self.normalize_grad,
                 "max_num_steps": self.max_num_steps, "signatures": sorted(self.signatures()),
                 **rule_metadata(self)}
@@ -170,5 +181,6 @@ def export_qnetwork_learner(learner, base: str, name: str, version: int | None =
         tf.convert_to_tensor(learner.z_init), learner.update_rule(), cfg.discount,
         cfg.huber_delta, max_num_steps=max_num_steps, inner_loss=cfg.inner_loss,
         reward_params=[tf.convert_to_tensor(v) for v in learner.reward_params],
-        reward_weight=cfg.reward_loss_weight, normalize_grad=cfg.normalize_inner_grad)
+        reward_weight=cfg.reward_loss_weight, normalize_grad=cfg.normalize_inner_grad,
+        reward_head=cfg.reward_head)
     return write_versioned(base, name, lambda d: module.save(d, extra_metadata), version=version)

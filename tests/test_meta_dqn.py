@@ -310,6 +310,13 @@ def test_structured_reward_heads_and_a_normalised_step_by_hand(compiled):
                                want, rtol=1e-4, atol=1e-6)
     assert reward_head_kind([pn, ab], obs_dim=3) == "next_distance"
     assert reward_head_kind([p, ab], obs_dim=3) == "distance"
+    # told the form, the head is read as that form, not guessed from the shapes
+    np.testing.assert_allclose(reward_prediction([pn, ab], z, support, reward_head="next_distance"),
+                               want, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match=r"the next_distance reward head `P` \[7, 4\] does not fit"):
+        reward_prediction([p, ab], z, support, reward_head="next_distance")
+    with pytest.raises(ValueError, match="`reward_head` must be one of"):
+        reward_prediction([p, ab], z, support, reward_head="linear")
 
 
 def test_bilinear_reward_head_step_points_at_any_goal_cell_held_out_ones_included():

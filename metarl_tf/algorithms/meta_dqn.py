@@ -191,7 +191,8 @@ def inner_td_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
 
 
 def reward_head_kind(reward_params: Sequence[tf.Tensor], obs_dim: int | None = None) -> str:
-    """The head's form (``MetaDQNConfig.reward_head``) from its parameter list: ``[M]`` is
+    """A guess at the head's form (``MetaDQNConfig.reward_head``) from its parameter list, for
+    callers that were not told it (the learner and the export always pass ``reward_head``): ``[M]`` is
     ``"bilinear"``, ``[P, (a, b)]`` is ``"distance"`` (``P`` with ``2 obs_dim + 1`` rows) or
     ``"next_distance"`` (``obs_dim + 1`` rows; told apart only when ``obs_dim`` is given), a
     ``TaskConditionedQNetwork``'s weights (two hidden layers: 6 tensors) are ``"mlp"``."""
@@ -220,9 +221,20 @@ def structured_reward_init(kind: str, obs_dim: int, z_dim: int, seed: int = 0) -
                      f"{kind!r}")
 
 
+def _head_form(reward_params, obs_dim: int, reward_head: str | None) -> str:
+    if reward_head is None:
+        return reward_head_kind(reward_params, obs_dim)
+    if reward_head not in REWARD_HEADS:
+        raise ValueError(f"`reward_head` must be one of {REWARD_HEADS}, got {reward_head!r}")
+    return reward_head
+
+
 def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
-                      activation: str = "relu") -> tf.Tensor:
+                      activation: str = "relu", reward_head: str | None = None) -> tf.Tensor:
     """The reward head's prediction ``[T, K]`` of ``r`` for ``[T, K]`` one-step transitions.
+
+    ``reward_head`` names the head's form (``MetaDQNConfig.reward_head``); None guesses it from
+    the parameters' shapes (``reward_head_kind``).
 
     ``"mlp"`` head: a ``TaskConditionedQNetwork`` on ``concat(s, s')`` with one output per
     action: ``r_hat(s, a, s', z) = head(concat(s, s'), z)[a]``.
@@ -243,7 +255,7 @@ def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: T
     (affine) code of where reward was seen, whatever the cell.
     """
     obs_dim = int(batch.observation.shape[-1])
-    kind = reward_head_kind(reward_params, obs_dim)
+    kind = _head_form(reward_params, obs_dim, reward_head)
     if kind in ("bilinear", "distance", "next_distance"):
         m = reward_params[0]
         ones = tf.ones_like(batch.observation[..., :1])
@@ -267,9 +279,9 @@ def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: T
 
 
 def reward_loss(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
-                activation: str = "relu") -> tf.Tensor:
+                activation: str = "relu", reward_head: str | None = None) -> tf.Tensor:
     """Per-task mean squared error ``[T]`` of the reward head on ``batch``'s rewards."""
-    pred = reward_prediction(reward_params, z, batch, activation)
+    pred = reward_prediction(reward_params, z, batch, activation, reward_head)
     return tf.reduce_mean(tf.square(pred - tf.cast(batch.reward, pred.dtype)), axis=-1)
 
 
@@ -295,21 +307,22 @@ def model_loss(model_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitio
 
 
 def head_loss(head_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions, kind: str,
-              activation: str = "relu") -> tf.Tensor:
+              activation: str = "relu", reward_head: str | None = None) -> tf.Tensor:
     """The head's per-task error ``[T]``: ``model_loss`` for ``inner_loss`` "model", else
-    ``reward_loss``."""
+    ``reward_loss`` of the ``reward_head`` form."""
     if kind == "model":
         return model_loss(head_params, z, batch, activation)
-    return reward_loss(head_params, z, batch, activation)
+    return reward_loss(head_params, z, batch, activation, reward_head)
 
 
 def inner_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions, discount: float,
                huber_delta: float = 1.0, activation: str = "relu", kind: str = "td",
                reward_params: Sequence[tf.Tensor] | None = None,
-               reward_weight: float = 1.0) -> tf.Tensor:
+               reward_weight: float = 1.0, reward_head: str | None = None) -> tf.Tensor:
     """The per-task loss ``[T]`` that z adapts on (``MetaDQNConfig.inner_loss``): the TD loss,
-    the reward head's squared error (times ``reward_weight``), their sum, or the one-step model
-    head's squared error (times ``reward_weight``; ``reward_params`` is then the model head)."""
+    the reward head's squared error (times ``reward_weight``; the head's form is
+    ``reward_head``), their sum, or the one-step model head's squared error (times
+    ``reward_weight``; ``reward_params`` is then the model head)."""
     if kind not in INNER_LOSSES:
         raise ValueError(f"`inner_loss` must be one of {INNER_LOSSES}, got {kind!r}")
     if kind != "td" and reward_params is None:
@@ -318,7 +331,8 @@ def inner_loss(params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions, di
     if kind in ("td", "td+reward"):
         loss = inner_td_loss(params, z, batch, discount, huber_delta, activation)
     if kind != "td":
-        loss = loss + reward_weight * head_loss(reward_params, z, batch, kind, activation)
+        loss = loss + reward_weight * head_loss(reward_params, z, batch, kind, activation,
+                                                reward_head)
     return loss
 
 
@@ -352,18 +366,20 @@ def adapt_embedding(params: Sequence[tf.Tensor], z_init: tf.Tensor, batch: Trans
                     first_order: bool = False, inner_loss_kind: str = "td",
                     reward_params: Sequence[tf.Tensor] | None = None,
                     reward_weight: float = 1.0,
-                    normalize_grad: bool = False) -> adaptation.Adapted:
+                    normalize_grad: bool = False,
+                    reward_head: str | None = None) -> adaptation.Adapted:
     """Adapts z alone, from ``z_init`` ``[z_dim]``, for every task of ``batch`` ``[T, K, ...]``.
 
     The network parameters (and the reward head's) are constants of the inner loop (the gradient
     is taken only with respect to z); ``adaptation.adapt`` does the steps on ``inner_loss`` of kind
-    ``inner_loss_kind``. Returns its ``Adapted`` whose ``params`` is ``[z]`` with ``z``
+    ``inner_loss_kind`` (with a reward head of form ``reward_head``). Returns its ``Adapted`` whose ``params`` is ``[z]`` with ``z``
     ``[T, z_dim]``.
     """
     num_tasks = tf.shape(batch.action)[0]
     z0 = tf.tile(tf.convert_to_tensor(z_init)[None], [num_tasks, 1])
     loss = lambda zs: inner_loss(params, zs[0], batch, discount, huber_delta,  # noqa: E731
-                                 activation, inner_loss_kind, reward_params, reward_weight)
+                                 activation, inner_loss_kind, reward_params, reward_weight,
+                                 reward_head)
     if normalize_grad:
         rule = NormalizedGradient(rule)
     return adaptation.adapt(loss, [z0], rule, num_steps, first_order=first_order)
@@ -669,7 +685,8 @@ class MetaDQNLearner:
                                first_order=first_order, inner_loss_kind=cfg.inner_loss,
                                reward_params=reward_params,
                                reward_weight=cfg.reward_loss_weight,
-                               normalize_grad=cfg.normalize_inner_grad)
+                               normalize_grad=cfg.normalize_inner_grad,
+                               reward_head=cfg.reward_head)
 
     def adapted_z(self, params, support: Transitions, first_order: bool = True):
         return self._adapt(params, self.z_init, support, self.config.inner_steps,
@@ -755,7 +772,7 @@ class MetaDQNLearner:
             if head is not None:  # the adapted z must also predict the query's rewards
                 first = query if cfg.n_step == 1 else Transitions(*[x[:, :, 0] for x in query])
                 reward_err = tf.reduce_mean(head_loss(head, z, first, cfg.inner_loss,
-                                                      self.activation))
+                                                      self.activation, cfg.reward_head))
                 loss = td + cfg.reward_loss_weight * reward_err
             if self.task_decoder is not None:  # privileged: z must also encode the task
                 decoder = theta[-1]
@@ -778,7 +795,7 @@ class MetaDQNLearner:
         self.step_counter.assign_add(1)
         support_after = tf.reduce_mean(inner_loss(
             net, z, support, cfg.discount, cfg.huber_delta, self.activation, cfg.inner_loss,
-            head, cfg.reward_loss_weight))
+            head, cfg.reward_loss_weight, cfg.reward_head))
         support_before = (tf.reduce_mean(adapted.support_loss) if adapted.support_loss is not None
                           else support_after)
         extra = {"reward_loss": reward_err} if head is not None else {}
