@@ -496,6 +496,9 @@ def _hidden_activation(path: str) -> str:
 
 
 def _saved_rule(m):
+    if hasattr(m, "inner_step_rates"):
+        raise ValueError("this SavedModel adapts with per-step rates (inner_rule per_step_sgd); "
+                         "the TFLite adapt supports one rate or one rate per parameter")
     if hasattr(m, "inner_rates"):
         return adaptation.PerParameterSGD([np.asarray(r) for r in m.inner_rates])
     return adaptation.SGD(float(m.inner_lr.numpy()))

@@ -56,9 +56,13 @@ def own_rule(module: tf.Module, rule: adaptation.UpdateRule) -> adaptation.Updat
         module.inner_rates = [tf.Variable(r, trainable=False, name=f"inner_rate_{i}")
                               for i, r in enumerate(rule.rates)]
         return adaptation.PerParameterSGD(module.inner_rates)
+    if isinstance(rule, adaptation.PerStepSGD):
+        module.inner_step_rates = [tf.Variable(r, trainable=False, name=f"inner_step_rate_{i}")
+                                   for i, r in enumerate(rule.rates)]
+        return adaptation.PerStepSGD(module.inner_step_rates)
     if isinstance(rule, update_rules.MetaLSTM):  # a learned rule carries its own weights
         return rule.copy_into(module)
-    raise TypeError("`rule` must be SGD, PerParameterSGD or update_rules.MetaLSTM, got "
+    raise TypeError("`rule` must be SGD, PerParameterSGD, PerStepSGD or update_rules.MetaLSTM, got "
                     f"{type(rule).__name__}")
 
 
@@ -67,6 +71,9 @@ def rule_metadata(module: tf.Module) -> dict:
         return update_rules.weights_metadata(module.rule_weights)
     if hasattr(module, "inner_rates"):
         return {"inner_rule": "per_parameter_sgd"}
+    if hasattr(module, "inner_step_rates"):
+        return {"inner_rule": "per_step_sgd",
+                "inner_rate_steps": int(module.inner_step_rates[0].shape[0])}
     return {"inner_rule": "sgd", "inner_lr": float(module.inner_lr.numpy())}
 
 

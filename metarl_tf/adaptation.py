@@ -15,6 +15,8 @@ The update, for every parameter tensor ``theta`` and step ``i``::
     g_i        = d loss_support(theta_i) / d theta_i      (stop_gradient(g_i) when first order)
     theta_i+1  = theta_i - alpha * g_i                     (SGD; alpha a scalar)
     theta_i+1  = theta_i - alpha (*) g_i                   (Meta-SGD; alpha per parameter, (*) = elementwise)
+    theta_i+1  = theta_i - alpha_i (*) g_i                 (per-step Meta-SGD; alpha_i per step and
+                                                            parameter, as MAML++'s per-step rates)
     theta_i+1, s_i+1 = rule(theta_i, g_i, s_i, L_i)        (learned rules, e.g. the Meta-LSTM in
                                                             ``metarl_tf.update_rules``; state s_0
                                                             from ``rule.init_state`` per adaptation)
@@ -73,6 +75,33 @@ class PerParameterSGD(NamedTuple):
 
     def update(self, params, grads, state, loss):
         return [p - tf.cast(a, p.dtype) * g for p, a, g in zip(params, self.rates, grads)], state
+
+
+class PerStepSGD(NamedTuple):
+    """Per-step, per-parameter rates: step ``i`` is ``theta - alpha_i (*) g``.
+
+    ``rates`` has one tensor per parameter tensor, of shape ``[S] + unbatched parameter shape``:
+    row ``i`` is step ``i``'s rates, and steps past the last row reuse it. Learned per-step rates
+    are MAML++'s "per-step learning rates" (Antoniou et al. 2019, arXiv:1810.09502: there per
+    layer and step; here per parameter and step, Meta-SGD's granularity). The rule's state is the
+    step index (an int32 scalar), so it runs in the unrolled loop and in the run-time
+    ``tf.while_loop`` alike.
+    """
+
+    rates: Sequence[tf.Tensor]
+
+    def init_state(self, params):
+        return tf.constant(0, tf.int32)
+
+    def update(self, params, grads, state, loss):
+        new = []
+        for p, a, g in zip(params, self.rates, grads):
+            a = tf.convert_to_tensor(a)
+            # a one-hot contraction rather than a gather: the rates' gradient stays dense
+            pick = tf.one_hot(tf.minimum(state, tf.shape(a)[0] - 1), tf.shape(a)[0], dtype=a.dtype)
+            row = tf.tensordot(pick, a, axes=1)
+            new.append(p - tf.cast(row, p.dtype) * g)
+        return new, state + 1
 
 
 class Adapted(NamedTuple):

@@ -112,3 +112,25 @@ def test_while_loop_equals_unrolled_loop():
 def test_negative_step_count_is_refused():
     with pytest.raises(ValueError, match="num_steps"):
         adaptation.adapt(lambda p: tf.zeros([1]), [tf.zeros([1, 1])], adaptation.SGD(0.1), -1)
+
+
+def test_per_step_rates_by_hand_and_in_the_while_loop():
+    """PerStepSGD on L(w) = w^2 (g = 2w) from w = 1 with step rates (0.25, 0.1):
+    w1 = 1 - 0.25 * 2 = 0.5; w2 = 0.5 - 0.1 * 1 = 0.4; a third step reuses the last row:
+    w3 = 0.4 - 0.1 * 0.8 = 0.32. The run-time while_loop gives the same; d w2 / d rate_0 =
+    d/da0 [(1 - 2 a0)(1 - 2 a1)] = -2 (1 - 2 a1) = -1.6 reaches the first row."""
+    rates = tf.constant([[0.25], [0.1]])
+    loss = lambda p: tf.reduce_sum(tf.square(p[0]), axis=-1)  # noqa: E731
+    w = [tf.constant([[1.0]])]
+    for steps, want in ((1, 0.5), (2, 0.4), (3, 0.32)):
+        rule = adaptation.PerStepSGD([rates])
+        got = adaptation.adapt(loss, w, rule, steps).params[0].numpy()
+        np.testing.assert_allclose(got, [[want]], rtol=1e-6)
+        looped = tf.function(lambda n: adaptation.adapt(loss, w, rule, n).params[0])(
+            tf.constant(steps))
+        np.testing.assert_allclose(looped.numpy(), [[want]], rtol=1e-6)
+    with tf.GradientTape() as tape:
+        tape.watch(rates)
+        w2 = adaptation.adapt(loss, w, adaptation.PerStepSGD([rates]), 2).params[0]
+    np.testing.assert_allclose(tape.gradient(w2, rates).numpy(), [[-1.6], [-2.0 * 0.5 * 1.0]],
+                               rtol=1e-5)

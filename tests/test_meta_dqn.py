@@ -430,6 +430,14 @@ def test_config_and_learner_refuse_bad_values_by_name():
         MetaDQNConfig(reward_hidden=0)
     with pytest.raises(ValueError, match="`reward_head` must be one of"):
         MetaDQNConfig(reward_head="linear")
+    with pytest.raises(ValueError, match="`per_step_inner_lr` needs `learn_inner_lr`"):
+        MetaDQNConfig(per_step_inner_lr=True, learn_inner_lr=False)
+    with pytest.raises(ValueError, match="`inner_lr_decay` \\(0.5\\) needs `per_step_inner_lr`"):
+        MetaDQNConfig(inner_lr_decay=0.5)
+    with pytest.raises(ValueError, match="`inner_lr_decay` must be"):
+        MetaDQNConfig(per_step_inner_lr=True, inner_lr_decay=0.0)
+    with pytest.raises(ValueError, match="`outer_loss_steps` \\(4\\) must be <= `inner_steps` \\(3\\)"):
+        MetaDQNConfig(inner_steps=3, outer_loss_steps=4)
     with pytest.raises(ValueError, match=r"`task_loss_weight` must be a finite number in \[0"):
         MetaDQNConfig(task_loss_weight=-1.0)
     with pytest.raises(ValueError, match="`normalize_inner_grad` must be True or False"):

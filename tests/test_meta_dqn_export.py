@@ -147,7 +147,8 @@ def check_head_export(tmp_path, family, inner_loss, z_dim, **config):
     for steps in (0, 1, 3):
         np.testing.assert_allclose(call_adapt(model, data, steps).numpy(),
                                    learner.adapt(**data, num_steps=steps), rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="TFLite adapt supports only the plain TD inner loss"):
+    with pytest.raises(ValueError, match="TFLite adapt supports (only the plain TD inner loss|"
+                                         "one rate or one rate per parameter)"):
         module_from_saved_model(path)
     meta = json.load(open(os.path.join(path, "assets.extra", "metarl_tf.json")))
     assert meta["inner_loss"] == inner_loss and meta["normalize_inner_grad"] is True
@@ -170,3 +171,17 @@ def test_model_head_export_adapts_like_the_library(tmp_path):
     data, learner, meta = check_head_export(tmp_path, CartPoleDirTasks(), "model", 2)
     assert np.linalg.norm(learner.adapt(**data, num_steps=1)) > 0.1  # z moved
     assert meta["reward_head"] == "model"
+
+
+def test_per_step_rates_export_adapts_like_the_library(tmp_path):
+    """Per-step learned rates (inner_lr_decay start) and the multi-step outer loss: the rates are
+    [inner_steps, z_dim] and every row is meta-learned; the export carries them, names the rule,
+    and adapts like the library, steps past the last row included (they reuse it)."""
+    data, learner, meta = check_head_export(
+        tmp_path, GridWorldTasks(), "reward", 3, reward_head="next_distance",
+        per_step_inner_lr=True, inner_lr_decay=0.5, outer_loss_steps=2)
+    rates = learner.inner_rates.numpy()
+    assert rates.shape == (2, 3)
+    start = np.array([[0.5] * 3, [0.25] * 3])
+    assert np.all(np.abs(rates - start) > 1e-6)  # both rows moved: the meta-gradient reaches them
+    assert meta["inner_rule"] == "per_step_sgd" and meta["inner_rate_steps"] == 2

@@ -77,6 +77,11 @@ class MetaDQNConfig:
     inner_steps: int = 3  # Gradient steps on z in training and evaluation (0: task-agnostic DQN).
     inner_lr: float = 1.0  # Inner rate on z (initial value when learn_inner_lr).
     learn_inner_lr: bool = True  # Meta-learn one inner rate per z dimension (Meta-SGD on z).
+    per_step_inner_lr: bool = False  # With learn_inner_lr: one learned rate per inner step and z
+    # dimension (MAML++'s per-step rates, arXiv:1810.09502), so the steps can go coarse to fine.
+    inner_lr_decay: float = 1.0  # Per-step rates start at inner_lr * inner_lr_decay**k for step
+    # k (per_step_inner_lr only): < 1 starts them as a decaying schedule, which lets a long inner
+    # loop settle near the inner loss's minimum instead of oscillating around it.
     learn_z_init: bool = True  # Meta-learn z_0 (False: z_0 stays 0, as CAVIA's context reset).
     first_order: bool = False  # Stop the gradient through the inner gradients.
     inner_loss: str = "td"  # What z adapts on: "td" (the TD loss of the support set), "reward"
@@ -102,6 +107,11 @@ class MetaDQNConfig:
     # arXiv:1905.06424, supervise task inference); adaptation itself never sees them. 0: off.
     normalize_inner_grad: bool = False  # Each inner step moves z along its gradient scaled to unit
     # norm per task (z <- z - alpha (*) g / |g|): the step no longer scales with the loss.
+    outer_loss_steps: int = 1  # The outer loss averages over the z of the last outer_loss_steps
+    # inner steps (1: the final z only). MAML++'s multi-step loss (arXiv:1810.09502) over the
+    # final steps: z must be good there and stay good, so the inner loop learns to settle (where
+    # it settles is the inner loss's minimum, defined for held-out tasks too) rather than to land
+    # on the training tasks' z after exactly inner_steps steps.
     num_train_tasks: int = 32  # Pool of training tasks, each with its own replay buffer.
     meta_batch_size: int = 16  # Pool tasks per meta-update.
     support_size: int = 200  # Random-policy transitions per task that z adapts on (the issue: <= 200).
@@ -137,7 +147,7 @@ class MetaDQNConfig:
         check_int(self, "inner_steps", minimum=0)
         check_float(self, "inner_lr")
         for name in ("learn_inner_lr", "learn_z_init", "first_order", "double_dqn", "jit_compile",
-                     "normalize_inner_grad"):
+                     "normalize_inner_grad", "per_step_inner_lr"):
             check_bool(self, name)
         for name in ("num_train_tasks", "meta_batch_size", "support_size", "random_buffer_size",
                      "query_batch_size",
@@ -146,6 +156,19 @@ class MetaDQNConfig:
                      "steps_per_execution"):
             check_int(self, name)
         check_int(self, "prefill_steps", minimum=0)
+        check_float(self, "inner_lr_decay")
+        if self.per_step_inner_lr and not self.learn_inner_lr:
+            raise ValueError("`per_step_inner_lr` needs `learn_inner_lr` (the per-step rates are "
+                             "learned)")
+        if self.inner_lr_decay != 1.0 and not self.per_step_inner_lr:
+            raise ValueError(f"`inner_lr_decay` ({self.inner_lr_decay}) needs "
+                             "`per_step_inner_lr` (it sets the per-step rates' start)")
+        if self.per_step_inner_lr and self.inner_steps < 1:
+            raise ValueError("`per_step_inner_lr` needs `inner_steps` >= 1")
+        check_int(self, "outer_loss_steps")
+        if self.outer_loss_steps > max(self.inner_steps, 1):
+            raise ValueError(f"`outer_loss_steps` ({self.outer_loss_steps}) must be <= "
+                             f"`inner_steps` ({self.inner_steps}) (or 1 with no inner step)")
         if self.support_size > self.random_buffer_size:
             raise ValueError(f"`support_size` ({self.support_size}) must be <= "
                              f"`random_buffer_size` ({self.random_buffer_size})")
@@ -353,8 +376,14 @@ class NormalizedGradient:
         return self.rule.update(params, unit, state, loss)
 
 
-def embedding_rule(inner_lr, rates=None) -> adaptation.UpdateRule:
-    """SGD on z with one rate, or Meta-SGD with one (learned) rate per z dimension."""
+def embedding_rule(inner_lr, rates=None, per_step: bool = False) -> adaptation.UpdateRule:
+    """SGD on z with one rate, Meta-SGD with one (learned) rate per z dimension (``rates``
+    ``[z_dim]``), or per step and z dimension (``per_step``: ``rates`` ``[S, z_dim]``)."""
+    if per_step:
+        if rates is None or len(rates.shape) != 2:
+            raise ValueError("per-step rates must be a [steps, z_dim] tensor, got "
+                             f"{None if rates is None else rates.shape}")
+        return adaptation.PerStepSGD([rates])
     if rates is not None:
         return adaptation.PerParameterSGD([rates])
     return adaptation.SGD(inner_lr)
@@ -367,13 +396,14 @@ def adapt_embedding(params: Sequence[tf.Tensor], z_init: tf.Tensor, batch: Trans
                     reward_params: Sequence[tf.Tensor] | None = None,
                     reward_weight: float = 1.0,
                     normalize_grad: bool = False,
-                    reward_head: str | None = None) -> adaptation.Adapted:
+                    reward_head: str | None = None,
+                    keep_trajectory: bool = False) -> adaptation.Adapted:
     """Adapts z alone, from ``z_init`` ``[z_dim]``, for every task of ``batch`` ``[T, K, ...]``.
 
     The network parameters (and the reward head's) are constants of the inner loop (the gradient
     is taken only with respect to z); ``adaptation.adapt`` does the steps on ``inner_loss`` of kind
     ``inner_loss_kind`` (with a reward head of form ``reward_head``). Returns its ``Adapted`` whose ``params`` is ``[z]`` with ``z``
-    ``[T, z_dim]``.
+    ``[T, z_dim]`` (and, with ``keep_trajectory``, z after every step).
     """
     num_tasks = tf.shape(batch.action)[0]
     z0 = tf.tile(tf.convert_to_tensor(z_init)[None], [num_tasks, 1])
@@ -382,7 +412,8 @@ def adapt_embedding(params: Sequence[tf.Tensor], z_init: tf.Tensor, batch: Trans
                                  reward_head)
     if normalize_grad:
         rule = NormalizedGradient(rule)
-    return adaptation.adapt(loss, [z0], rule, num_steps, first_order=first_order)
+    return adaptation.adapt(loss, [z0], rule, num_steps, first_order=first_order,
+                            keep_trajectory=keep_trajectory)
 
 
 def finetune(params: Sequence[tf.Tensor], z_init: tf.Tensor, batch: Transitions, learning_rate,
@@ -578,8 +609,13 @@ class MetaDQNLearner:
         self.num_actions = int(tasks.num_actions)
         self.params = list(network.trainable_variables)
         self.z_init = tf.Variable(tf.zeros([cfg.z_dim]), name="z_init")
-        self.inner_rates = (tf.Variable(tf.fill([cfg.z_dim], float(cfg.inner_lr)),
-                                        name="inner_rates") if cfg.learn_inner_lr else None)
+        if cfg.per_step_inner_lr:
+            start = cfg.inner_lr * cfg.inner_lr_decay ** np.arange(cfg.inner_steps)
+            start = np.repeat(start[:, None], cfg.z_dim, axis=1).astype(np.float32)
+        else:
+            start = np.full([cfg.z_dim], cfg.inner_lr, np.float32)
+        self.inner_rates = (tf.Variable(start, name="inner_rates") if cfg.learn_inner_lr
+                            else None)
         # the reward head r(s, a, s', z) when z adapts on reward prediction (inner_loss != "td")
         self.reward_network = None
         self.reward_structured = None  # the "bilinear" or "distance" head's tf.Variables
@@ -655,7 +691,8 @@ class MetaDQNLearner:
         return items
 
     def update_rule(self) -> adaptation.UpdateRule:
-        return embedding_rule(self.config.inner_lr, self.inner_rates)
+        return embedding_rule(self.config.inner_lr, self.inner_rates,
+                              self.config.per_step_inner_lr)
 
     # -- collection -----------------------------------------------------------------------------
     @tf.function
@@ -675,7 +712,8 @@ class MetaDQNLearner:
             self.env_steps.assign_add(cfg.prefill_steps * cfg.num_train_tasks)
 
     def _adapt(self, params, z_init, support: Transitions, num_steps, rule=None,
-               first_order: bool = True, reward_params=None) -> adaptation.Adapted:
+               first_order: bool = True, reward_params=None,
+               keep_trajectory: bool = False) -> adaptation.Adapted:
         """``adapt_embedding`` with this learner's inner loss (and reward head)."""
         cfg = self.config
         if reward_params is None:
@@ -686,7 +724,7 @@ class MetaDQNLearner:
                                reward_params=reward_params,
                                reward_weight=cfg.reward_loss_weight,
                                normalize_grad=cfg.normalize_inner_grad,
-                               reward_head=cfg.reward_head)
+                               reward_head=cfg.reward_head, keep_trajectory=keep_trajectory)
 
     def adapted_z(self, params, support: Transitions, first_order: bool = True):
         return self._adapt(params, self.z_init, support, self.config.inner_steps,
@@ -765,22 +803,28 @@ class MetaDQNLearner:
             first_head = num_net + 1 + int(cfg.learn_inner_lr)
             head = theta[first_head:first_head + len(self.reward_params)] or None
             adapted = self._adapt(net, z0, support, cfg.inner_steps,
-                                  embedding_rule(cfg.inner_lr, rates), cfg.first_order, head)
-            z = adapted.params[0]
-            td = tf.reduce_mean(outer_td_loss(net, target, z, query, cfg, self.activation))
-            loss = td
-            if head is not None:  # the adapted z must also predict the query's rewards
-                first = query if cfg.n_step == 1 else Transitions(*[x[:, :, 0] for x in query])
-                reward_err = tf.reduce_mean(head_loss(head, z, first, cfg.inner_loss,
-                                                      self.activation, cfg.reward_head))
-                loss = td + cfg.reward_loss_weight * reward_err
-            if self.task_decoder is not None:  # privileged: z must also encode the task
-                decoder = theta[-1]
-                zt = tf.concat([z, tf.ones_like(z[:, :1])], axis=-1)
-                task = (tf.gather(tf.convert_to_tensor(self.pool), tasks) - self._task_mean) \
-                    / self._task_std
-                task_err = tf.reduce_mean(tf.square(tf.matmul(zt, decoder) - task))
-                loss = loss + cfg.task_loss_weight * task_err
+                                  embedding_rule(cfg.inner_lr, rates, cfg.per_step_inner_lr),
+                                  cfg.first_order, head, keep_trajectory=cfg.inner_steps > 0)
+            # the z of the last outer_loss_steps steps (the final z last), or z_0 with no step
+            scored = ([t[0] for t in adapted.trajectory[-cfg.outer_loss_steps:]]
+                      if cfg.inner_steps else adapted.params)
+            parts = []  # (td, reward_err, task_err) of each scored z
+            first = query if cfg.n_step == 1 else Transitions(*[x[:, :, 0] for x in query])
+            for z in scored:
+                td = tf.reduce_mean(outer_td_loss(net, target, z, query, cfg, self.activation))
+                reward_err = task_err = tf.constant(0.0)
+                if head is not None:  # the adapted z must also predict the query's rewards
+                    reward_err = tf.reduce_mean(head_loss(head, z, first, cfg.inner_loss,
+                                                          self.activation, cfg.reward_head))
+                if self.task_decoder is not None:  # privileged: z must also encode the task
+                    zt = tf.concat([z, tf.ones_like(z[:, :1])], axis=-1)
+                    task = (tf.gather(tf.convert_to_tensor(self.pool), tasks)
+                            - self._task_mean) / self._task_std
+                    task_err = tf.reduce_mean(tf.square(tf.matmul(zt, theta[-1]) - task))
+                parts.append((td, reward_err, task_err))
+            loss = tf.add_n([td + cfg.reward_loss_weight * r + cfg.task_loss_weight * e
+                             for td, r, e in parts]) / len(parts)
+            td, reward_err, task_err = parts[-1]  # the metrics: the final z's
         grads = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grads = [tf.zeros_like(g) if i in self._frozen else g for i, g in enumerate(grads)]
         self.optimizer.apply_gradients(zip(grads, self.meta_variables))
