@@ -372,11 +372,14 @@ def main():
     p.add_argument("--speed-iterations", type=int, default=1000)
     p.add_argument("--finetune-steps", type=int, default=5)
     p.add_argument("--finetune-lrs", type=float, nargs="+", default=[0.001, 0.01])
-    p.add_argument("--grid-steps", type=int, default=4000)
+    p.add_argument("--grid-steps", type=int, default=5000)
     p.add_argument("--grid-supports", type=int, default=10)
+    # the meta-dqn-gridworld preset's settings; the earlier default (docs/benchmarks/
+    # meta_dqn_gridworld_distance.txt) was z_dim 4, 3 steps at rate 0.5, reward_head "distance"
     p.add_argument("--grid-config", default=json.dumps(dict(
-        z_dim=4, inner_steps=3, inner_lr=0.5, inner_loss="reward", normalize_inner_grad=True,
-        reward_head="distance", task_loss_weight=1.0,
+        z_dim=4, inner_steps=10, inner_lr=1.0, per_step_inner_lr=True, inner_lr_decay=0.7,
+        outer_loss_steps=3, inner_loss="reward", normalize_inner_grad=True,
+        reward_head="next_logistic", task_loss_weight=1.0,
         learn_z_init=False, num_train_tasks=20, meta_batch_size=20, discount=0.9,
         replay_capacity=5000, epsilon_decay_steps=1000, target_update_period=100,
         steps_per_execution=250, jit_compile=False)))

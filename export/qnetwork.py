@@ -21,7 +21,8 @@ A stateless server adapts once and the client keeps the 8-odd floats of ``z``::
 
 Bad input fails inside the graph with ``InvalidArgumentError`` naming the input: transition arrays
 of different lengths, no transition, actions outside ``[0, num_actions)``, NaN/Inf in
-observations, rewards or z, dones other than 0/1, ``num_steps`` outside ``[0, max_num_steps]``.
+observations, rewards or z, dones other than 0/1, ``num_steps`` outside ``[0, max_num_steps]``,
+rewards outside [0, 1] for the ``next_logistic`` reward head.
 """
 from __future__ import annotations
 
@@ -129,6 +130,10 @@ class AdaptableQNetwork(tf.Module):
                     message=f"actions must be integers in [0, {num_actions})"),
                 tf.debugging.assert_equal(tf.reduce_all((dones == 0.0) | (dones == 1.0)), True,
                                           message="dones must hold only 0 and 1"),
+                tf.debugging.assert_equal(
+                    tf.reduce_all((rewards >= 0.0) & (rewards <= 1.0))
+                    if self.reward_head == "next_logistic" else tf.constant(True), True,
+                    message="rewards must lie in [0, 1] for the next_logistic reward head"),
                 tf.debugging.assert_non_negative(num_steps, message="num_steps must be >= 0"),
                 tf.debugging.assert_less_equal(num_steps, max_steps, message=(
                     f"num_steps must be <= max_num_steps ({max_num_steps})")),

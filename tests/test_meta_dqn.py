@@ -319,6 +319,41 @@ def test_structured_reward_heads_and_a_normalised_step_by_hand(compiled):
         reward_prediction([p, ab], z, support, reward_head="linear")
 
 
+@pytest.mark.parametrize("compiled", COMPILED)
+def test_next_logistic_head_by_hand(compiled):
+    """P(r = 1 | s', z) = sigmoid(u), u = c - |[s', 1] P - z|^2; the loss is the cross-entropy
+    r softplus(-u) + (1 - r) softplus(u); its gradient on z is (2/K) sum_k (sigmoid(u_k) - r_k)
+    (e_k - z) with e_k = [s'_k, 1] P: a rewarded transition the head gives ~0 pulls z towards
+    e_k by a step proportional to the distance (the squared error of a bump head would vanish)."""
+    support = random_batch(seed=2)  # obs_dim 3: P [4, 2]
+    support = support._replace(reward=tf.constant(
+        np.random.default_rng(0).uniform(size=(3, 16)).astype(np.float32)))
+    rng = np.random.default_rng(5)
+    p = tf.constant(rng.normal(size=(4, 2)).astype(np.float32) * 0.5)
+    c = tf.constant([0.7])
+    z = tf.constant(rng.normal(size=(3, 2)).astype(np.float32))
+    x = np.concatenate([support.next_observation.numpy(), np.ones((3, 16, 1), np.float32)], -1)
+    e = np.einsum("tki,ij->tkj", x, p.numpy())
+    u = 0.7 - np.sum((e - z.numpy()[:, None]) ** 2, -1)
+    sig = 1.0 / (1.0 + np.exp(-u))
+    r = support.reward.numpy()
+    np.testing.assert_allclose(
+        maybe_compiled(reward_prediction, compiled)([p, c], z, support, "relu", "next_logistic"),
+        sig, rtol=1e-5, atol=1e-6)
+    want = np.mean(r * np.log1p(np.exp(-u)) + (1 - r) * np.log1p(np.exp(u)), -1)
+    np.testing.assert_allclose(
+        maybe_compiled(reward_loss, compiled)([p, c], z, support, "relu", "next_logistic"), want,
+        rtol=1e-5)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        loss = tf.reduce_sum(reward_loss([p, c], z, support, reward_head="next_logistic"))
+    grad = 2.0 / 16 * np.einsum("tk,tkj->tj", sig - r, e - z.numpy()[:, None])
+    np.testing.assert_allclose(tape.gradient(loss, z), grad, rtol=1e-4, atol=1e-6)
+    assert reward_head_kind([p, c], obs_dim=3) == "next_logistic"
+    with pytest.raises(ValueError, match=r"the next_logistic reward head `P` \[3, 2\]"):
+        reward_loss([p[:3], c], z, support, reward_head="next_logistic")
+
+
 def test_bilinear_reward_head_step_points_at_any_goal_cell_held_out_ones_included():
     """Why the bilinear head can generalise: with M mapping s' onto z's first two coordinates and
     no bias, the first normalised step from z = 0 points at the goal's observation coordinates,

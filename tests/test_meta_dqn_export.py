@@ -155,7 +155,8 @@ def check_head_export(tmp_path, family, inner_loss, z_dim, **config):
     return data, learner, meta
 
 
-@pytest.mark.parametrize("reward_head", ["mlp", "bilinear", "distance", "next_distance"])
+@pytest.mark.parametrize("reward_head", ["mlp", "bilinear", "distance", "next_distance",
+                                         "next_logistic"])
 def test_reward_head_export_adapts_like_the_library(tmp_path, reward_head):
     """z adapts on the reward head's error: the export carries the head, names its form, and
     adapts like the library."""
@@ -185,3 +186,17 @@ def test_per_step_rates_export_adapts_like_the_library(tmp_path):
     start = np.array([[0.5] * 3, [0.25] * 3])
     assert np.all(np.abs(rates - start) > 1e-6)  # both rows moved: the meta-gradient reaches them
     assert meta["inner_rule"] == "per_step_sgd" and meta["inner_rate_steps"] == 2
+
+
+def test_next_logistic_head_refuses_rewards_outside_the_unit_interval(tmp_path):
+    """The cross-entropy head needs 0/1-like rewards: the exported adapt and the learner's adapt
+    refuse others by name (a plain-TD export takes them)."""
+    data, learner, _ = check_head_export(tmp_path, GridWorldTasks(), "reward", 2,
+                                         reward_head="next_logistic")
+    model = tf.saved_model.load(os.path.join(str(tmp_path), "m", "1"))
+    bad = {"rewards": np.where(np.arange(len(data["rewards"])) == 0, 2.0, data["rewards"])}
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"rewards must lie in \[0, 1\] for the next_logistic reward head"):
+        call_adapt(model, data, 1, **bad)
+    with pytest.raises(ValueError, match=r"`rewards` must lie in \[0, 1\]"):
+        learner.adapt(**{**data, **bad})

@@ -59,7 +59,7 @@ from metarl_tf.rollouts.replay import (LoopState, TaskReplayBuffer, Transitions,
 TARGET_UPDATES = ("periodic", "polyak")
 EVAL_ADAPTATIONS = ("z", "finetune")
 INNER_LOSSES = ("td", "reward", "td+reward", "model")
-REWARD_HEADS = ("mlp", "bilinear", "distance", "next_distance")
+REWARD_HEADS = ("mlp", "bilinear", "distance", "next_distance", "next_logistic")
 
 
 def _check_choice(config, name, choices):
@@ -99,8 +99,12 @@ class MetaDQNConfig:
     # first inner step moves z along M's image of the rewarded transitions) or "distance"
     # (r_hat = a exp(-|[s, s', 1] P - z|^2) + b: reward where an affine embedding of the
     # transition is near z) or "next_distance" (the same on [s', 1] alone: reward where the
-    # state reached is near z in an affine embedding, the prior of goal-reaching tasks); see
-    # reward_prediction.
+    # state reached is near z in an affine embedding, the prior of goal-reaching tasks) or
+    # "next_logistic" (a logistic model of 0/1 rewards on the same embedding, P(r = 1) =
+    # sigmoid(c - |[s', 1] P - z|^2), fitted by cross-entropy: far from the rewarded states its
+    # gradient on z does not vanish but pulls z straight at their embedding, so the inner loop
+    # also reaches goals outside the training goals' range; rewards must lie in [0, 1]); see
+    # reward_prediction and reward_loss.
     task_loss_weight: float = 0.0  # Weight of an auxiliary meta-training loss: a meta-learned
     # linear decoder of the adapted z must predict the task's parameters (standardised over the
     # pool), the privileged task information of meta-training only (as Humplik et al. 2019,
@@ -218,8 +222,11 @@ def reward_head_kind(reward_params: Sequence[tf.Tensor], obs_dim: int | None = N
     callers that were not told it (the learner and the export always pass ``reward_head``): ``[M]`` is
     ``"bilinear"``, ``[P, (a, b)]`` is ``"distance"`` (``P`` with ``2 obs_dim + 1`` rows) or
     ``"next_distance"`` (``obs_dim + 1`` rows; told apart only when ``obs_dim`` is given), a
-    ``TaskConditionedQNetwork``'s weights (two hidden layers: 6 tensors) are ``"mlp"``."""
+    ``TaskConditionedQNetwork``'s weights (two hidden layers: 6 tensors) are ``"mlp"``;
+    ``[P, (c,)]`` is ``"next_logistic"``."""
     params = list(reward_params)
+    if len(params) == 2 and len(params[0].shape) == 2 and params[1].shape.as_list() == [1]:
+        return "next_logistic"
     if len(params) == 1 and len(params[0].shape) == 2:
         return "bilinear"
     if len(params) == 2 and len(params[0].shape) == 2 and params[1].shape.as_list() == [2]:
@@ -233,15 +240,18 @@ def structured_reward_init(kind: str, obs_dim: int, z_dim: int, seed: int = 0) -
     """Initial parameters of a ``"bilinear"`` head (``M`` ``[2 obs_dim + 1, z_dim + 1]``), a
     ``"distance"`` head (``P`` ``[2 obs_dim + 1, z_dim]``, ``(a, b) = (1, 0)``) or a
     ``"next_distance"`` head (``P`` ``[obs_dim + 1, z_dim]``), Glorot uniform (a zero ``M`` would
-    give z a zero inner gradient)."""
+    give z a zero inner gradient), or a ``"next_logistic"`` head (``P`` as next_distance's, the
+    logit offset ``c = 0``)."""
     init = keras.initializers.GlorotUniform(seed=seed)
     if kind == "bilinear":
         return [tf.convert_to_tensor(init((2 * obs_dim + 1, z_dim + 1)), tf.float32)]
     if kind in ("distance", "next_distance"):
         rows = 2 * obs_dim + 1 if kind == "distance" else obs_dim + 1
         return [tf.convert_to_tensor(init((rows, z_dim)), tf.float32), tf.constant([1.0, 0.0])]
-    raise ValueError("`reward_head` must be 'bilinear', 'distance' or 'next_distance' here, got "
-                     f"{kind!r}")
+    if kind == "next_logistic":
+        return [tf.convert_to_tensor(init((obs_dim + 1, z_dim)), tf.float32), tf.constant([0.0])]
+    raise ValueError("`reward_head` must be 'bilinear', 'distance', 'next_distance' or "
+                     f"'next_logistic' here, got {kind!r}")
 
 
 def _head_form(reward_params, obs_dim: int, reward_head: str | None) -> str:
@@ -268,6 +278,11 @@ def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: T
 
     ``"next_distance"`` head (``P`` ``[obs_dim + 1, z_dim]``): the same with ``x = [s', 1]``.
 
+    ``"next_logistic"`` head (``reward_params == [P, (c,)]``, ``P`` ``[obs_dim + 1, z_dim]``): the
+    probability of a reward of 1, ``sigmoid(reward_logits)``::
+
+        P(r = 1 | s', z) = sigmoid(c - |x^T P - z|^2),   x = [s', 1]
+
     ``"bilinear"`` head (``reward_params == [M]``, ``M`` ``[2 obs_dim + 1, z_dim + 1]``)::
 
         r_hat(s, a, s', z) = x^T M [z, 1],   x = [s, s', 1]        (the action plays no part)
@@ -279,6 +294,8 @@ def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: T
     """
     obs_dim = int(batch.observation.shape[-1])
     kind = _head_form(reward_params, obs_dim, reward_head)
+    if kind == "next_logistic":
+        return tf.sigmoid(reward_logits(reward_params, z, batch))
     if kind in ("bilinear", "distance", "next_distance"):
         m = reward_params[0]
         ones = tf.ones_like(batch.observation[..., :1])
@@ -301,9 +318,31 @@ def reward_prediction(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: T
     return dqn.select(q_values(reward_params, pair, z, activation), batch.action)
 
 
+def reward_logits(reward_params: Sequence[tf.Tensor], z: tf.Tensor,
+                  batch: Transitions) -> tf.Tensor:
+    """The ``"next_logistic"`` head's logits ``[T, K]``: ``c - |[s', 1] P - z|^2``."""
+    m, c = reward_params
+    obs_dim = int(batch.observation.shape[-1])
+    if (len(m.shape) != 2 or int(m.shape[0]) != obs_dim + 1 or int(m.shape[1]) != int(z.shape[-1])
+            or c.shape.as_list() != [1]):
+        raise ValueError(
+            f"the next_logistic reward head `P` {m.shape.as_list()}, `c` {c.shape.as_list()} does "
+            f"not fit observations of size {obs_dim} and z of size {int(z.shape[-1])}: it must be "
+            "[obs_dim + 1, z_dim] and [1]")
+    x = tf.concat([batch.next_observation, tf.ones_like(batch.next_observation[..., :1])], -1)
+    e = tf.einsum("tki,ij->tkj", x, m)  # [T, K, z_dim]
+    return c[0] - tf.reduce_sum(tf.square(e - z[:, None, :]), axis=-1)
+
+
 def reward_loss(reward_params: Sequence[tf.Tensor], z: tf.Tensor, batch: Transitions,
                 activation: str = "relu", reward_head: str | None = None) -> tf.Tensor:
-    """Per-task mean squared error ``[T]`` of the reward head on ``batch``'s rewards."""
+    """Per-task mean error ``[T]`` of the reward head on ``batch``'s rewards: the squared error,
+    or for the ``"next_logistic"`` head the binary cross-entropy
+    ``r softplus(-u) + (1 - r) softplus(u)`` of its logits ``u`` (rewards in [0, 1])."""
+    if _head_form(reward_params, int(batch.observation.shape[-1]), reward_head) == "next_logistic":
+        u = reward_logits(reward_params, z, batch)
+        r = tf.cast(batch.reward, u.dtype)
+        return tf.reduce_mean(r * tf.nn.softplus(-u) + (1.0 - r) * tf.nn.softplus(u), axis=-1)
     pred = reward_prediction(reward_params, z, batch, activation, reward_head)
     return tf.reduce_mean(tf.square(pred - tf.cast(batch.reward, pred.dtype)), axis=-1)
 
@@ -439,9 +478,10 @@ def finetune(params: Sequence[tf.Tensor], z_init: tf.Tensor, batch: Transitions,
 
 
 def check_transitions(observations, actions, rewards, next_observations, dones, obs_dim: int,
-                      num_actions: int) -> Transitions:
+                      num_actions: int, unit_rewards: bool = False) -> Transitions:
     """One task's transitions as a ``[1, K]`` ``Transitions`` batch, or a ValueError naming the bad
-    input (lengths that disagree, actions out of range, NaN/Inf, dones other than 0/1)."""
+    input (lengths that disagree, actions out of range, NaN/Inf, dones other than 0/1, and with
+    ``unit_rewards`` rewards outside [0, 1])."""
     obs = np.asarray(observations, np.float32)
     nxt = np.asarray(next_observations, np.float32)
     act = np.asarray(actions)
@@ -464,6 +504,9 @@ def check_transitions(observations, actions, rewards, next_observations, dones, 
                          f"{np.unique(act)[:10].tolist()}")
     if not np.all((done == 0) | (done == 1)):
         raise ValueError("`dones` must hold only 0 and 1")
+    if unit_rewards and np.any((rew < 0) | (rew > 1)):
+        raise ValueError("`rewards` must lie in [0, 1] for the next_logistic reward head, got "
+                         f"values in [{rew.min()}, {rew.max()}]")
     t = lambda x, dt=tf.float32: tf.constant(x[None], dt)  # noqa: E731
     return Transitions(t(obs), t(act.astype(np.int32), tf.int32), t(rew), t(nxt), t(done), t(done))
 
@@ -741,7 +784,9 @@ class MetaDQNLearner:
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
             raise ValueError(f"`num_steps` must be an integer >= 0, got {num_steps!r}")
         batch = check_transitions(observations, actions, rewards, next_observations, dones,
-                                  self.network.obs_dim, self.num_actions)
+                                  self.network.obs_dim, self.num_actions,
+                                  unit_rewards=self.config.inner_loss != "td"
+                                  and self.config.reward_head == "next_logistic")
         params = [tf.convert_to_tensor(v) for v in self.params]
         z = self._adapt(params, self.z_init, batch, num_steps).params[0]
         return z[0].numpy()
