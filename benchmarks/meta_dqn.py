@@ -217,16 +217,22 @@ def grid_success(learner, family, inner_steps, supports):
     returns the held-out goals' success rate after the last step."""
     for split in ("train", "test"):
         goals = family.goals(split)
-        reached = []
+        reached, informative = [], []
         for rep in range(supports):
             ev = learner.evaluate(tasks=goals, num_steps=inner_steps, episodes=10,
                                   seed=100 + rep)
             reached.append(np.asarray(ev["per_task"]))  # [steps+1, goals] success rates
+            informative.append(np.asarray(ev["support_rewarded"]) > 0)
         reached = np.stack(reached)  # [supports, steps+1, goals]
+        informative = np.stack(informative)  # [supports, goals]: the support saw the goal
         for k in range(inner_steps + 1):
             emit(f"{split}_goals={len(goals)} support_sets={supports} inner_steps={k} "
                  f"success_rate={reached[:, k].mean():.3f} "
                  f"goals_reached_from_every_start={(reached[:, k] == 1.0).mean():.3f}")
+        # a support set with no rewarded transition says nothing about where the goal is
+        emit(f"{split}_support_sets_without_reward={int((~informative).sum())} of "
+             f"{informative.size} (per goal {(~informative).sum(0).tolist()}) "
+             f"success_rate_on_supports_with_reward={reached[:, -1][informative].mean():.3f}")
         if split == "test":
             per_goal = reached[:, -1].mean(axis=0)
             emit("test_success_rate_per_goal=" + " ".join(
@@ -374,8 +380,9 @@ def main():
     p.add_argument("--finetune-lrs", type=float, nargs="+", default=[0.001, 0.01])
     p.add_argument("--grid-steps", type=int, default=5000)
     p.add_argument("--grid-supports", type=int, default=10)
-    # the meta-dqn-gridworld preset's settings; the earlier default (docs/benchmarks/
-    # meta_dqn_gridworld_distance.txt) was z_dim 4, 3 steps at rate 0.5, reward_head "distance"
+    # the meta-dqn-gridworld preset's settings (the preset also XLA-compiles the step); the
+    # earlier default (docs/benchmarks/meta_dqn_gridworld_distance.txt) was z_dim 4, 3 steps at
+    # rate 0.5, reward_head "distance"
     p.add_argument("--grid-config", default=json.dumps(dict(
         z_dim=4, inner_steps=10, inner_lr=1.0, per_step_inner_lr=True, inner_lr_decay=0.7,
         outer_loss_steps=3, inner_loss="reward", normalize_inner_grad=True,

@@ -571,8 +571,15 @@ def test_train_step_updates_network_z0_rates_and_the_target_copy(tiny_learner):
     for b, v in zip(before, tiny_learner.meta_variables):
         assert not np.allclose(b, v.numpy()), v.name  # every meta-parameter moved, rates included
     assert tiny_learner.step == 4
-    curve = tiny_learner.evaluate(num_tasks=2, num_steps=1, episodes=1)
+    curve = tiny_learner.evaluate(num_tasks=2, num_steps=1, episodes=1, support_size=40)
     assert len(curve["returns"]) == 2 and len(curve["ci95"]) == 2
+    # each task's count of rewarded support transitions: the support evaluate draws
+    from metarl_tf.algorithms.meta_dqn import _fold
+    goals = tf.constant(tiny_learner.tasks.sample(2, tiny_learner.seed, "test"))
+    support = collect_support(tiny_learner.env, goals, 40, tiny_learner.horizon,
+                              tiny_learner.num_actions,
+                              _fold(tf.constant([tiny_learner.seed, 11], tf.int64), 0))
+    assert curve["support_rewarded"] == np.sum(support.reward.numpy() != 0, 1).tolist()
 
 
 def test_gridworld_meta_dqn_learns_with_a_tiny_budget():

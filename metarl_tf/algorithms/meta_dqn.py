@@ -907,8 +907,10 @@ class MetaDQNLearner:
 
         Returns:
           ``{"returns": [R_0 .. R_num_steps], "ci95": [...], "num_tasks", "support_size",
-          "per_task": [[...] per step count], "success": [...]}``; ``success`` is the fraction of
-          tasks whose every greedy episode had a positive return (the grid-world reached its goal).
+          "per_task": [[...] per step count], "success": [...], "support_rewarded": [...]}``;
+          ``success`` is the fraction of tasks whose every greedy episode had a positive return
+          (the grid-world reached its goal); ``support_rewarded`` counts each task's support
+          transitions with a nonzero reward (0: the support says nothing about a sparse goal).
         """
         cfg = self.config
         num_steps = cfg.inner_steps if num_steps is None else num_steps
@@ -933,10 +935,12 @@ class MetaDQNLearner:
             self._eval_fns[key] = tf.function(
                 lambda t, s, lr: self._eval_graph(t, s, num_steps, support_size, episodes, mode,
                                                   lr))
-        rows = self._eval_fns[key](tasks, tf.constant([seed, 11], tf.int64),
-                                   tf.constant(lr, tf.float32)).numpy()
+        rows, rewarded = self._eval_fns[key](tasks, tf.constant([seed, 11], tf.int64),
+                                             tf.constant(lr, tf.float32))
+        rows = rows.numpy()
         return {"returns": [float(r.mean()) for r in rows], "ci95": [_ci95(r) for r in rows],
                 "success": [float(np.mean(r > 0)) for r in rows], "per_task": rows.tolist(),
+                "support_rewarded": rewarded.numpy().tolist(),
                 "num_tasks": int(tasks.shape[0]), "support_size": support_size,
                 "adaptation": mode}
 
@@ -956,7 +960,8 @@ class MetaDQNLearner:
             q_fn = lambda obs, w=weights, z=z: q_values(w, obs, z, self.activation)  # noqa: E731
             rows.append(greedy_returns(self.env, tasks, q_fn, self.horizon, episodes,
                                        _fold(seed, 1)))
-        return tf.stack(rows)
+        rewarded = tf.reduce_sum(tf.cast(tf.not_equal(support.reward, 0.0), tf.int32), axis=1)
+        return tf.stack(rows), rewarded
 
 
 @dataclasses.dataclass(frozen=True)
