@@ -106,6 +106,28 @@ def test_replay_buffer_wraps_around_and_samples_only_filled_slots(compiled):
     assert set(np.unique(pairs[0, :, 0, 0])) == {102.0, 103.0, 104.0}
 
 
+@pytest.mark.parametrize("compiled", COMPILED)
+def test_replay_buffer_windows_are_consecutive_filled_slots_across_the_wrap(compiled):
+    buf = TaskReplayBuffer(num_tasks=2, capacity=5, obs_dim=1)
+    window = maybe_compiled(lambda s, t: buf.sample_window(s, 3, t), compiled)
+    buf.add(steps(0, 4))  # steps 0..3 in slots 0..3; slot 4 empty
+    starts = set()
+    for i in range(40):
+        obs = window(tf.constant([i, 0], tf.int64), tf.constant([0, 1])).observation.numpy()[..., 0]
+        assert obs.shape == (2, 3)
+        np.testing.assert_array_equal(np.diff(obs, axis=1), 1.0)  # consecutive steps
+        assert obs[0, 0] in (0.0, 1.0) and obs[1, 0] in (100.0, 101.0)  # never the empty slot
+        starts.add(obs[0, 0])
+    assert starts == {0.0, 1.0}  # both possible starts are drawn
+    buf.add(steps(4, 3))  # steps 4, 5, 6 -> slots 4, 0, 1: the buffer keeps steps 2..6
+    for i in range(40):
+        obs = window(tf.constant([i, 1], tf.int64), tf.constant([1])).observation.numpy()[0, :, 0]
+        np.testing.assert_array_equal(np.diff(obs), 1.0)  # windows run across the ring's end
+        assert 102.0 <= obs[0] <= 104.0
+    with pytest.raises(tf.errors.InvalidArgumentError, match="fewer than length=9"):
+        buf.sample_window(tf.constant([0, 0], tf.int64), 9)
+
+
 def test_q_values_equal_the_keras_model_shared_and_per_task():
     net = TaskConditionedQNetwork(obs_dim=3, num_actions=4, z_dim=2, hidden=(8, 8), seed=1)
     obs = tf.random.stateless_normal([2, 5, 3], [0, 1])
@@ -465,6 +487,8 @@ def test_config_and_learner_refuse_bad_values_by_name():
         MetaDQNConfig(reward_hidden=0)
     with pytest.raises(ValueError, match="`reward_head` must be one of"):
         MetaDQNConfig(reward_head="linear")
+    with pytest.raises(ValueError, match="`support_sampling` must be one of"):
+        MetaDQNConfig(support_sampling="walk")
     with pytest.raises(ValueError, match="`per_step_inner_lr` needs `learn_inner_lr`"):
         MetaDQNConfig(per_step_inner_lr=True, learn_inner_lr=False)
     with pytest.raises(ValueError, match="`inner_lr_decay` \\(0.5\\) needs `per_step_inner_lr`"):

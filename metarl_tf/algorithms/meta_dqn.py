@@ -58,6 +58,7 @@ from metarl_tf.rollouts.replay import (LoopState, TaskReplayBuffer, Transitions,
 
 TARGET_UPDATES = ("periodic", "polyak")
 EVAL_ADAPTATIONS = ("z", "finetune")
+SUPPORT_SAMPLINGS = ("uniform", "window")
 INNER_LOSSES = ("td", "reward", "td+reward", "model")
 REWARD_HEADS = ("mlp", "bilinear", "distance", "next_distance", "next_logistic")
 
@@ -121,6 +122,10 @@ class MetaDQNConfig:
     support_size: int = 200  # Random-policy transitions per task that z adapts on (the issue: <= 200).
     random_buffer_size: int = 1000  # Random-policy transitions kept per pool task; each support
     # set is a fresh draw of support_size of them, so z learns to adapt from varied support sets.
+    support_sampling: str = "uniform"  # How a meta-training support set is drawn from the
+    # random buffer: "uniform" (support_size independent slots) or "window" (support_size
+    # consecutive slots: a random walk of support_size steps, as evaluation and deployment
+    # collect one, so supports with few or no rare rewards occur at their real rate).
     query_random_fraction: float = 0.5  # Share of each query batch drawn from the random buffer
     # (the rest from the epsilon-greedy replay): keeps rare rewards in the outer loss early on.
     query_batch_size: int = 64  # Replay transitions per task in the outer TD loss.
@@ -198,6 +203,7 @@ class MetaDQNConfig:
         if self.inner_loss == "model" and self.reward_head != "mlp":
             raise ValueError("`reward_head` must be 'mlp' with `inner_loss` 'model' (the one-step "
                              f"model head is an MLP), got {self.reward_head!r}")
+        _check_choice(self, "support_sampling", SUPPORT_SAMPLINGS)
         _check_choice(self, "target_update", TARGET_UPDATES)
         _check_choice(self, "eval_adaptation", EVAL_ADAPTATIONS)
 
@@ -754,6 +760,13 @@ class MetaDQNLearner:
                 var.assign(value)
             self.env_steps.assign_add(cfg.prefill_steps * cfg.num_train_tasks)
 
+    def _support_sample(self, seed, tasks=None) -> Transitions:
+        """A support set per task (every pool task, or ``tasks``) from the random buffer."""
+        size = self.config.support_size
+        if self.config.support_sampling == "window":
+            return self.support.sample_window(seed, size, tasks)
+        return self.support.sample(seed, size, tasks=tasks)
+
     def _adapt(self, params, z_init, support: Transitions, num_steps, rule=None,
                first_order: bool = True, reward_params=None,
                keep_trajectory: bool = False) -> adaptation.Adapted:
@@ -811,7 +824,7 @@ class MetaDQNLearner:
         # 1. act in every pool task with its adapted z (re-adapted every act_refresh_every
         #    iterations: the network moves slowly), epsilon-greedy
         if tf.equal(tf.math.floormod(step, cfg.act_refresh_every), 0):
-            acting_support = self.support.sample(_fold(seed, 5), cfg.support_size)
+            acting_support = self._support_sample(_fold(seed, 5))
             self.z_act.assign(tf.stop_gradient(self.adapted_z(params, acting_support)))
         z_act = tf.convert_to_tensor(self.z_act)
         epsilon = dqn.linear_epsilon(step, cfg.epsilon_start, cfg.epsilon_end,
@@ -829,7 +842,7 @@ class MetaDQNLearner:
         order = tf.argsort(tf.random.stateless_uniform([cfg.num_train_tasks], _fold(seed, 1),
                                                         alg="philox"))
         tasks = order[:cfg.meta_batch_size]
-        support = self.support.sample(_fold(seed, 3), cfg.support_size, tasks=tasks)
+        support = self._support_sample(_fold(seed, 3), tasks)
         num_random = int(round(cfg.query_random_fraction * cfg.query_batch_size))
         parts = []
         if num_random < cfg.query_batch_size:

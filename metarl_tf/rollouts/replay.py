@@ -110,6 +110,31 @@ class TaskReplayBuffer(tf.Module):
             out = [x[:, :, 0] for x in out]
         return Transitions(*out)
 
+    def sample_window(self, seed: tf.Tensor, length: int,
+                      tasks: tf.Tensor | None = None) -> Transitions:
+        """One window of ``length`` consecutive filled slots per task, at a uniform start.
+
+        A window of a buffer filled by one policy's walk is itself a walk of that policy, so its
+        share of rare events (a sparse reward) varies as a fresh walk's would; ``sample`` draws
+        slots independently and smooths that out.
+
+        Returns:
+          ``Transitions`` shaped ``[T', length, ...]``.
+        """
+        tasks = tf.range(self.num_tasks) if tasks is None else tf.cast(tasks, tf.int32)
+        num = tf.shape(tasks)[0]
+        size = self.size
+        tf.debugging.assert_greater_equal(size, length, message=(
+            f"the replay buffer holds fewer than length={length} transitions per task"))
+        oldest = tf.math.floormod(self.pointer - size, self.capacity)
+        start = tf.random.stateless_uniform([num], seed, 0, size - length + 1, tf.int32,
+                                            alg="philox")
+        slot = tf.math.floormod(oldest + start[:, None] + tf.range(length), self.capacity)
+        task_idx = tf.broadcast_to(tasks[:, None], tf.shape(slot))
+        index = tf.stack([slot, task_idx], axis=-1)
+        return Transitions(*[tf.gather_nd(tf.convert_to_tensor(var), index)
+                             for var in self._fields()])
+
     def all(self, tasks: tf.Tensor | None = None) -> Transitions:
         """Every slot, oldest first, ``[T', capacity, ...]``; meaningful once the buffer is full."""
         order = tf.math.floormod(self.pointer + tf.range(self.capacity), self.capacity)
