@@ -8,7 +8,7 @@ from metarl_tf.algorithms import dqn
 from metarl_tf.algorithms.meta_dqn import (MetaDQNConfig, MetaDQNLearner, adapt_embedding,
                                            collect_support, embedding_rule, inner_td_loss,
                                            model_loss, outer_td_loss, reward_head_kind,
-                                           reward_loss, reward_prediction)
+                                           reward_loss, reward_prediction, without_rewards)
 from metarl_tf.networks.q_network import TaskConditionedQNetwork, q_values
 from metarl_tf.rollouts.replay import TaskReplayBuffer, Transitions
 from metarl_tf.tasks import CartPoleDirTasks, GridWorldTasks, MountainCarLRTasks
@@ -126,6 +126,23 @@ def test_replay_buffer_windows_are_consecutive_filled_slots_across_the_wrap(comp
         assert 102.0 <= obs[0] <= 104.0
     with pytest.raises(tf.errors.InvalidArgumentError, match="fewer than length=9"):
         buf.sample_window(tf.constant([0, 0], tf.int64), 9)
+
+
+def test_without_rewards_replaces_rewarded_transitions_of_masked_tasks_only():
+    obs = np.arange(12, dtype=np.float32).reshape(3, 4, 1)
+    reward = np.array([[0, 1, 0, 1], [0, 1, 0, 0], [1, 1, 1, 1]], np.float32)
+    zeros = np.zeros((3, 4), np.float32)
+    support = Transitions(obs, np.zeros((3, 4), np.int32), reward, obs + 0.5, zeros, zeros)
+    out = without_rewards(support, tf.constant([True, False, True]))
+    # task 0: a rewarded position j takes the (j mod 2)-th of the unrewarded slots (0, 2)
+    # so position 1 -> slot 2 and position 3 -> slot 2
+    np.testing.assert_array_equal(out.observation.numpy()[0, :, 0], [0, 2, 2, 2])
+    np.testing.assert_array_equal(out.reward.numpy()[0], [0, 0, 0, 0])
+    np.testing.assert_array_equal(out.next_observation.numpy()[0, :, 0], [0.5, 2.5, 2.5, 2.5])
+    np.testing.assert_array_equal(out.reward.numpy()[1], reward[1])  # not masked: unchanged
+    np.testing.assert_array_equal(out.observation.numpy()[2], obs[2])  # nothing to swap in
+    with pytest.raises(ValueError, match="`support_reward_dropout` must be"):
+        MetaDQNConfig(support_reward_dropout=1.5)
 
 
 def test_q_values_equal_the_keras_model_shared_and_per_task():

@@ -126,6 +126,10 @@ class MetaDQNConfig:
     # random buffer: "uniform" (support_size independent slots) or "window" (support_size
     # consecutive slots: a random walk of support_size steps, as evaluation and deployment
     # collect one, so supports with few or no rare rewards occur at their real rate).
+    support_reward_dropout: float = 0.0  # Share of meta-training support sets whose rewarded
+    # transitions are replaced by unrewarded ones of the same set (without_rewards): a support
+    # that saw no reward, as a short random walk far from a sparse goal gives, still carries where
+    # the goal is NOT, and the outer loss (on the task's real query) trains z to use it. 0: off.
     query_random_fraction: float = 0.5  # Share of each query batch drawn from the random buffer
     # (the rest from the epsilon-greedy replay): keeps rare rewards in the outer loss early on.
     query_batch_size: int = 64  # Replay transitions per task in the outer TD loss.
@@ -182,6 +186,7 @@ class MetaDQNConfig:
             raise ValueError(f"`support_size` ({self.support_size}) must be <= "
                              f"`random_buffer_size` ({self.random_buffer_size})")
         check_float(self, "query_random_fraction", 0.0, 1.0, low_inclusive=True)
+        check_float(self, "support_reward_dropout", 0.0, 1.0, low_inclusive=True)
         if self.meta_batch_size > self.num_train_tasks:
             raise ValueError(f"`meta_batch_size` ({self.meta_batch_size}) must be <= "
                              f"`num_train_tasks` ({self.num_train_tasks})")
@@ -579,6 +584,22 @@ def _ci95(rows: np.ndarray) -> float:
     return float(1.96 * rows.std() / math.sqrt(max(len(rows), 1)))
 
 
+def without_rewards(support: Transitions, mask) -> Transitions:
+    """``support`` ``[T, N]`` with, in each task where ``mask`` ``[T]`` holds, every transition
+    with a nonzero reward replaced by one of the task's unrewarded transitions (cycling through
+    them in order). A task with no unrewarded transition is left as it is."""
+    rewarded = tf.not_equal(support.reward, 0.0)
+    n = tf.shape(rewarded)[1]
+    order = tf.argsort(tf.cast(rewarded, tf.int32), axis=1, stable=True)  # unrewarded first
+    num_plain = tf.reduce_sum(tf.cast(~rewarded, tf.int32), axis=1)
+    position = tf.broadcast_to(tf.range(n)[None], tf.shape(order))
+    pick = tf.gather(order, tf.math.floormod(position, tf.maximum(num_plain, 1)[:, None]),
+                     batch_dims=1)
+    replace = rewarded & tf.cast(mask, tf.bool)[:, None] & (num_plain > 0)[:, None]
+    index = tf.where(replace, pick, position)
+    return Transitions(*[tf.gather(x, index, batch_dims=1) for x in support])
+
+
 def random_policy(num_actions: int):
     return lambda obs, seed: tf.random.stateless_uniform(
         tf.shape(obs)[:1], seed, 0, num_actions, tf.int32, alg="philox")
@@ -843,6 +864,10 @@ class MetaDQNLearner:
                                                         alg="philox"))
         tasks = order[:cfg.meta_batch_size]
         support = self._support_sample(_fold(seed, 3), tasks)
+        if cfg.support_reward_dropout:
+            drop = tf.random.stateless_uniform([cfg.meta_batch_size], _fold(seed, 6),
+                                               alg="philox") < cfg.support_reward_dropout
+            support = without_rewards(support, drop)
         num_random = int(round(cfg.query_random_fraction * cfg.query_batch_size))
         parts = []
         if num_random < cfg.query_batch_size:
