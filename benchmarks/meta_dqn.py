@@ -378,7 +378,7 @@ def main():
     p.add_argument("--speed-iterations", type=int, default=1000)
     p.add_argument("--finetune-steps", type=int, default=5)
     p.add_argument("--finetune-lrs", type=float, nargs="+", default=[0.001, 0.01])
-    p.add_argument("--grid-steps", type=int, default=5000)
+    p.add_argument("--grid-steps", type=int, default=8000)
     p.add_argument("--grid-supports", type=int, default=10)
     # the meta-dqn-gridworld preset's settings (the preset also XLA-compiles the step); the
     # earlier default (docs/benchmarks/meta_dqn_gridworld_distance.txt) was z_dim 4, 3 steps at
@@ -389,6 +389,7 @@ def main():
         reward_head="next_logistic", task_loss_weight=1.0,
         learn_z_init=False, num_train_tasks=20, meta_batch_size=20, discount=0.9,
         replay_capacity=5000, epsilon_decay_steps=1000, target_update_period=100,
+        support_sampling="window", random_buffer_size=2000,
         steps_per_execution=250, jit_compile=False)))
     args = p.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(1)

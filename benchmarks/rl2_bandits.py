@@ -102,6 +102,8 @@ def main(argv=None) -> int:
                     help="value head on its own GRU (pytorch_rl2) or on the policy's GRU")
     ap.add_argument("--minibatches", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-drop", type=float, nargs=2, default=None, metavar=("ITERATION", "LR"),
+                    help="from this iteration on (also when resuming past it), Adam's rate is LR")
     ap.add_argument("--entropy", type=float, default=0.01)
     ap.add_argument("--discount", type=float, default=0.99)
     ap.add_argument("--gae-lambda", type=float, default=0.3)
@@ -155,11 +157,20 @@ def main(argv=None) -> int:
             if manager.latest_checkpoint:
                 ckpt.restore(manager.latest_checkpoint)
                 print(f"resumed at iteration {learner.step}", flush=True)
+        drop_at = int(args.lr_drop[0]) if args.lr_drop else None
+
+        def set_rate():
+            if drop_at is not None and learner.step >= drop_at:
+                learner.optimizer.learning_rate.assign(args.lr_drop[1])
+
         t0 = time.perf_counter()
         start = learner.step
         while learner.step < args.iterations:
+            set_rate()
             todo = min(args.eval_every - learner.step % args.eval_every,
                        args.iterations - learner.step)
+            if drop_at is not None and learner.step < drop_at:
+                todo = min(todo, drop_at - learner.step)
             m = learner.train(todo)
             ev = learner.evaluate(tasks=test, seed=3)
             print(f"iteration={learner.step} train_trial_return={m['trial_return']:.3f} "
@@ -191,7 +202,7 @@ def main(argv=None) -> int:
                      f"train_seconds={train_s:.0f} "
                  f"train_env_steps_per_s={(learner.step - start) * args.batch * args.n / max(train_s, 1e-9):.0f} batch={args.batch} units={args.units} "
                      f"value_net={args.value_net} minibatches={args.minibatches} "
-                     f"lr={args.lr} entropy_coef={args.entropy} discount={args.discount} "
+                     f"lr={args.lr}{f' lr_from_{drop_at}={args.lr_drop[1]}' if drop_at is not None else ''} entropy_coef={args.entropy} discount={args.discount} "
                      f"gae_lambda={args.gae_lambda} env_steps={learner.step * args.batch * args.n}")
         print("\n".join(lines[-7:]), flush=True)
     if args.out:
