@@ -124,8 +124,9 @@ def test_replay_buffer_windows_are_consecutive_filled_slots_across_the_wrap(comp
         obs = window(tf.constant([i, 1], tf.int64), tf.constant([1])).observation.numpy()[0, :, 0]
         np.testing.assert_array_equal(np.diff(obs), 1.0)  # windows run across the ring's end
         assert 102.0 <= obs[0] <= 104.0
-    with pytest.raises(tf.errors.InvalidArgumentError, match="fewer than length=9"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="fewer than n=9"):
         buf.sample_window(tf.constant([0, 0], tf.int64), 9)
+    assert buf.sample_window(tf.constant([0, 0], tf.int64), 1).observation.shape == (2, 1, 1)
 
 
 def test_without_rewards_replaces_rewarded_transitions_of_masked_tasks_only():

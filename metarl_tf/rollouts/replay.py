@@ -121,19 +121,10 @@ class TaskReplayBuffer(tf.Module):
         Returns:
           ``Transitions`` shaped ``[T', length, ...]``.
         """
-        tasks = tf.range(self.num_tasks) if tasks is None else tf.cast(tasks, tf.int32)
-        num = tf.shape(tasks)[0]
-        size = self.size
-        tf.debugging.assert_greater_equal(size, length, message=(
-            f"the replay buffer holds fewer than length={length} transitions per task"))
-        oldest = tf.math.floormod(self.pointer - size, self.capacity)
-        start = tf.random.stateless_uniform([num], seed, 0, size - length + 1, tf.int32,
-                                            alg="philox")
-        slot = tf.math.floormod(oldest + start[:, None] + tf.range(length), self.capacity)
-        task_idx = tf.broadcast_to(tasks[:, None], tf.shape(slot))
-        index = tf.stack([slot, task_idx], axis=-1)
-        return Transitions(*[tf.gather_nd(tf.convert_to_tensor(var), index)
-                             for var in self._fields()])
+        if length == 1:
+            return self.sample(seed, 1, 1, tasks)
+        # one run of `length` consecutive slots per task: the n-step sampler with one sample
+        return Transitions(*[x[:, 0] for x in self.sample(seed, 1, length, tasks)])
 
     def all(self, tasks: tf.Tensor | None = None) -> Transitions:
         """Every slot, oldest first, ``[T', capacity, ...]``; meaningful once the buffer is full."""
