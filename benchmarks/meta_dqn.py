@@ -132,7 +132,9 @@ def cartpole(args):
     # the task-agnostic DQN: the same learner with no inner steps (z stays z_0 for every task),
     # trained on the same pool for the same number of iterations, TD loss only
     agnostic_cfg = dataclasses.replace(cfg, inner_steps=0, inner_loss="td",
-                                       normalize_inner_grad=False, learn_inner_lr=False)
+                                       normalize_inner_grad=False, learn_inner_lr=False,
+                                       per_step_inner_lr=False, inner_lr_decay=1.0,
+                                       outer_loss_steps=1)
     agnostic = train_meta(family, agnostic_cfg, (64, 64), args.cartpole_steps, args.seed,
                           "agnostic")
 
