@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _report import add_lr_drop_arg, lr_text, train_with_evals  # noqa: E402
 from metarl_tf.algorithms.rl2 import RL2Config, RL2Learner, rl2_policy_for  # noqa: E402
 from metarl_tf.tasks.bandits import BernoulliBanditTasks, run_bandit_strategy  # noqa: E402
 
@@ -102,8 +103,7 @@ def main(argv=None) -> int:
                     help="value head on its own GRU (pytorch_rl2) or on the policy's GRU")
     ap.add_argument("--minibatches", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--lr-drop", type=float, nargs=2, default=None, metavar=("ITERATION", "LR"),
-                    help="from this iteration on (also when resuming past it), Adam's rate is LR")
+    add_lr_drop_arg(ap)
     ap.add_argument("--entropy", type=float, default=0.01)
     ap.add_argument("--discount", type=float, default=0.99)
     ap.add_argument("--gae-lambda", type=float, default=0.3)
@@ -150,38 +150,9 @@ def main(argv=None) -> int:
         policy = rl2_policy_for(tasks, units=args.units, seed=args.seed,
                                 separate_value=args.value_net == "separate")
         learner = RL2Learner(policy, tasks, cfg, seed=args.seed)
-        manager = None
-        if args.ckpt:
-            ckpt = tf.train.Checkpoint(**learner.checkpoint_items())
-            manager = tf.train.CheckpointManager(ckpt, args.ckpt, max_to_keep=2)
-            if manager.latest_checkpoint:
-                ckpt.restore(manager.latest_checkpoint)
-                print(f"resumed at iteration {learner.step}", flush=True)
-        drop_at = int(args.lr_drop[0]) if args.lr_drop else None
-
-        def set_rate():
-            if drop_at is not None and learner.step >= drop_at:
-                learner.optimizer.learning_rate.assign(args.lr_drop[1])
-
-        t0 = time.perf_counter()
-        start = learner.step
-        while learner.step < args.iterations:
-            set_rate()
-            todo = min(args.eval_every - learner.step % args.eval_every,
-                       args.iterations - learner.step)
-            if drop_at is not None and learner.step < drop_at:
-                todo = min(todo, drop_at - learner.step)
-            m = learner.train(todo)
-            ev = learner.evaluate(tasks=test, seed=3)
-            print(f"iteration={learner.step} train_trial_return={m['trial_return']:.3f} "
-                  f"entropy={m['entropy']:.3f} eval_total={ev['trial_return']:.3f} "
-                  f"elapsed_s={time.perf_counter() - t0:.0f}", flush=True)
-            if manager:
-                manager.save(checkpoint_number=learner.step)
-            if args.max_minutes and time.perf_counter() - t0 > 60 * args.max_minutes:
-                lines.append(f"stopped_on_time_budget=True max_minutes={args.max_minutes}")
-                break
-        train_s = time.perf_counter() - t0
+        start, train_s, stopped = train_with_evals(learner, test, args)
+        if stopped:
+            lines.append(f"stopped_on_time_budget=True max_minutes={args.max_minutes}")
         ev = learner.evaluate(tasks=test, seed=3)
         greedy = learner.evaluate(tasks=test, seed=3, greedy=True)
         ts = run_bandit_strategy("thompson", test, args.n, seed=2)
@@ -202,7 +173,7 @@ def main(argv=None) -> int:
                      f"train_seconds={train_s:.0f} "
                  f"train_env_steps_per_s={(learner.step - start) * args.batch * args.n / max(train_s, 1e-9):.0f} batch={args.batch} units={args.units} "
                      f"value_net={args.value_net} minibatches={args.minibatches} "
-                     f"lr={args.lr}{f' lr_from_{drop_at}={args.lr_drop[1]}' if drop_at is not None else ''} entropy_coef={args.entropy} discount={args.discount} "
+                     f"{lr_text(args)} entropy_coef={args.entropy} discount={args.discount} "
                      f"gae_lambda={args.gae_lambda} env_steps={learner.step * args.batch * args.n}")
         print("\n".join(lines[-7:]), flush=True)
     if args.out:

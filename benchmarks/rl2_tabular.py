@@ -18,13 +18,13 @@ import argparse
 import datetime
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _report import add_lr_drop_arg, lr_text, train_with_evals  # noqa: E402
 from metarl_tf.algorithms.rl2 import RL2Config, RL2Learner, rl2_policy_for  # noqa: E402
 from metarl_tf.tasks.tabular_mdp import (TabularMDPTasks, optimal_return,  # noqa: E402
                                          uniform_random_return)
@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--value-net", choices=("separate", "shared"), default="separate",
                     help="value head on its own GRU (pytorch_rl2) or on the policy's GRU")
     ap.add_argument("--lr", type=float, default=1e-3)
+    add_lr_drop_arg(ap)
     ap.add_argument("--entropy", type=float, default=0.01)
     ap.add_argument("--discount", type=float, default=0.99)
     ap.add_argument("--gae-lambda", type=float, default=0.3)
@@ -76,29 +77,7 @@ def main(argv=None) -> int:
     policy = rl2_policy_for(tasks, units=args.units, seed=args.seed,
                             separate_value=args.value_net == "separate")
     learner = RL2Learner(policy, tasks, cfg, seed=args.seed)
-    manager = None
-    if args.ckpt:
-        ckpt = tf.train.Checkpoint(**learner.checkpoint_items())
-        manager = tf.train.CheckpointManager(ckpt, args.ckpt, max_to_keep=2)
-        if manager.latest_checkpoint:
-            ckpt.restore(manager.latest_checkpoint)
-            print(f"resumed at iteration {learner.step}", flush=True)
-    t0 = time.perf_counter()
-    start = learner.step
-    stopped_early = False
-    while learner.step < args.iterations:
-        todo = min(args.eval_every - learner.step % args.eval_every, args.iterations - learner.step)
-        m = learner.train(todo)
-        ev = learner.evaluate(tasks=test, seed=3)
-        print(f"iteration={learner.step} train_trial_return={m['trial_return']:.2f} "
-              f"entropy={m['entropy']:.3f} eval_total={ev['trial_return']:.2f} "
-              f"elapsed_s={time.perf_counter() - t0:.0f}", flush=True)
-        if manager:
-            manager.save(checkpoint_number=learner.step)
-        if args.max_minutes and time.perf_counter() - t0 > 60 * args.max_minutes:
-            stopped_early = True
-            break
-    train_s = time.perf_counter() - t0
+    start, train_s, stopped_early = train_with_evals(learner, test, args, digits=2)
     ev = learner.evaluate(tasks=test, seed=3)
     rl2 = ev["trial_return"]
     lines.append(f"rl2_total={rl2:.2f} rl2_ci95={ev['trial_return_ci95']:.2f}")
@@ -111,7 +90,7 @@ def main(argv=None) -> int:
     lines.append(f"train_iterations={learner.step} trained_this_run={learner.step - start} "
                  f"stopped_on_time_budget={stopped_early} train_seconds={train_s:.0f} "
                  f"train_env_steps_per_s={(learner.step - start) * args.batch * args.n * tasks.horizon / max(train_s, 1e-9):.0f} "
-                 f"batch={args.batch} units={args.units} value_net={args.value_net} lr={args.lr} "
+                 f"batch={args.batch} units={args.units} value_net={args.value_net} {lr_text(args)} "
                  f"entropy_coef={args.entropy} discount={args.discount} "
                  f"gae_lambda={args.gae_lambda} bptt_chunk={args.bptt_chunk} "
                  f"env_steps={learner.step * args.batch * args.n * tasks.horizon}")
