@@ -120,8 +120,9 @@ class MetaDQNConfig:
     num_train_tasks: int = 32  # Pool of training tasks, each with its own replay buffer.
     meta_batch_size: int = 16  # Pool tasks per meta-update.
     support_size: int = 200  # Random-policy transitions per task that z adapts on (the issue: <= 200).
-    random_buffer_size: int = 1000  # Random-policy transitions kept per pool task; each support
-    # set is a fresh draw of support_size of them, so z learns to adapt from varied support sets.
+    random_buffer_size: int = 1000  # Random-policy transitions kept per pool task (one walk);
+    # each support set is a fresh draw of support_size of them (see support_sampling), so z learns
+    # to adapt from varied support sets.
     support_sampling: str = "uniform"  # How a meta-training support set is drawn from the
     # random buffer: "uniform" (support_size independent slots) or "window" (support_size
     # consecutive slots: a random walk of support_size steps, as evaluation and deployment
