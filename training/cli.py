@@ -10,6 +10,8 @@
     metarl export --to EXPORT_BASE --serving-config [FILE] [--serving-base-path DIR]
     metarl inspect SAVEDMODEL [--no-load]
     metarl adapt SAVEDMODEL [--data FILE.npz|FILE.json] [--num-steps N] [--shots K] [--seed S]
+    metarl results [--budget quick|full] [--only NAME ...] [--seeds N] [--first-seed S]
+                   [--records DIR] [--runs DIR] [--report FILE] [--rerun] [--report-only]
 """
 from __future__ import annotations
 
@@ -122,7 +124,65 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("saved_model", metavar="SAVEDMODEL", help="a version directory of an export")
     i.add_argument("--no-load", action="store_true",
                    help="skip loading the model with tf.saved_model.load (proto checks only)")
+    r = sub.add_parser(
+        "results", help="train and score the results registry; regenerate docs/RESULTS.md",
+        description="Runs the rows of results/*.yaml (run from the repository root): trains each "
+        "row's preset per seed (resuming unfinished runs, skipping seeds already recorded), scores "
+        "it on the test split, appends records to RECORDS/<row>/records.jsonl and regenerates the "
+        "report (and, at the full budget, the README's results table) from the records alone.")
+    r.add_argument("--budget", choices=("quick", "full"), default="full",
+                   help="full: the presets' budgets (hours); quick: every row in minutes, to "
+                   "check that it runs end to end (default full)")
+    r.add_argument("--only", nargs="+", metavar="NAME", help="rows to run (default: all)")
+    r.add_argument("--seeds", type=int, help="training seeds per row (default: the row's at the "
+                   "full budget, 1 at the quick one)")
+    r.add_argument("--first-seed", type=int, default=0, help="first training seed (default 0)")
+    r.add_argument("--registry", metavar="DIR", help="row definitions (default ./results)")
+    r.add_argument("--records", metavar="DIR", help="records directory (default docs/results at "
+                   "the full budget, runs/results-quick/records at the quick one)")
+    r.add_argument("--runs", metavar="DIR", help="run directories (default runs/results)")
+    r.add_argument("--report", metavar="FILE", help="report to write (default docs/RESULTS.md at "
+                   "the full budget, RECORDS/../RESULTS.md at the quick one)")
+    r.add_argument("--rerun", action="store_true", help="score recorded seeds again")
+    r.add_argument("--report-only", action="store_true", help="regenerate the report only")
+    r.add_argument("--threads", type=int, default=1, help="TensorFlow threads (default 1)")
     return p
+
+
+def _results(args) -> int:
+    from training.results import registry
+
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.first_seed < 0:
+        raise ValueError(f"--first-seed must be >= 0, got {args.first_seed}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    rows = registry.load_registry(args.registry, args.only)
+    full = args.budget == "full"
+    records = args.records or (os.path.join("docs", "results") if full
+                               else os.path.join("runs", "results-quick", "records"))
+    report = args.report or (os.path.join("docs", "RESULTS.md") if full
+                             else os.path.join(os.path.dirname(records), "RESULTS.md"))
+    if not args.report_only:
+        import tensorflow as tf
+
+        from training.results.runner import command_line, run_rows
+
+        if args.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        run_rows(rows, args.budget, records, args.runs or os.path.join("runs", "results"),
+                 seeds=args.seeds, first_seed=args.first_seed, rerun=args.rerun,
+                 command=command_line(), log=lambda m: print(m, flush=True))
+    from training.results.report import write_report
+
+    # The report always covers the whole registry, not only the rows just run.
+    all_rows = registry.load_registry(args.registry)
+    readme = "README.md" if full and args.report is None and os.path.exists("README.md") else None
+    write_report(all_rows, records, report, budget=args.budget, readme=readme)
+    print(f"wrote {report}" + (f" and the results table of {readme}" if readme else ""))
+    return 0
 
 
 def _train(args) -> int:
@@ -298,7 +358,7 @@ def main(argv=None) -> int:
                 print(f"{name:28s} {description}")
             return 0
         return {"train": _train, "evaluate": _evaluate, "export": _export,
-                "adapt": _adapt, "inspect": _inspect}[args.command](args)
+                "adapt": _adapt, "inspect": _inspect, "results": _results}[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as err:
         print(f"metarl {args.command}: error: {err}", file=sys.stderr)
         return 2

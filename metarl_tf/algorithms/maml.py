@@ -249,14 +249,16 @@ class MAMLLearner:
         return {k: float(v) for k, v in out.items()}
 
     def evaluate(self, num_tasks: int = 600, num_query: int = 100, num_steps: int = 10,
-                 num_support: int | None = None, seed: int | None = None) -> dict:
-        """Adaptation curve on held-out tasks; see ``metarl_tf.evaluation.adaptation_curve``."""
+                 num_support: int | None = None, seed: int | None = None,
+                 split: str = "test") -> dict:
+        """Adaptation curve on held-out tasks of ``split`` ("test" or "validation"); see
+        ``metarl_tf.evaluation.adaptation_curve``."""
         self._require_tasks("evaluate")
         return evaluation.adaptation_curve(
             self.fmodel, self.fmodel.params(), self.tasks, self.update_rule(), num_tasks=num_tasks,
             num_support=self.config.num_support if num_support is None else num_support,
             num_query=num_query,
-            num_steps=num_steps, seed=self.seed if seed is None else seed)
+            num_steps=num_steps, seed=self.seed if seed is None else seed, split=split)
 
     def _require_tasks(self, method: str) -> None:
         if self.tasks is None:

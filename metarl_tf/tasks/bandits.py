@@ -38,15 +38,10 @@ import tensorflow as tf
 
 from metarl_tf._checks import check_int
 from metarl_tf.tasks._task_env import TaskAttribute
+from metarl_tf.tasks.splits import split_rng, split_seed_tf
 
 ENV_ID = "metarl_tf/BernoulliBandit-v0"
-SPLITS = ("train", "test")
 
-
-def _split_index(split: str) -> int:
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
-    return SPLITS.index(split)
 
 
 def _check_num_tasks(num_tasks) -> None:
@@ -80,15 +75,13 @@ class BernoulliBanditTasks:
 
     def sample(self, num_tasks: int, seed: int, split: str = "train") -> np.ndarray:
         """Draws ``[num_tasks, num_arms]`` float32 arm means with NumPy (gymnasium / baselines)."""
-        key = _split_index(split)
         _check_num_tasks(num_tasks)
-        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(key,)))
+        rng = split_rng(seed, split)
         return rng.uniform(0.0, 1.0, size=(num_tasks, self.num_arms)).astype(np.float32)
 
     def sample_tf(self, seed, num_tasks: int, split: str = "train") -> tf.Tensor:
         """Draws ``[num_tasks, num_arms]`` arm means in TensorFlow from a stateless ``seed`` [2]."""
-        key = _split_index(split)
-        seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), key, alg="philox")
+        seed = split_seed_tf(seed, split)
         return tf.random.stateless_uniform([num_tasks, self.num_arms], seed, alg="philox")
 
     def make_env(self, task=None) -> gymnasium.Env:

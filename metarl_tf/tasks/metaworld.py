@@ -58,7 +58,7 @@ except ImportError as _err:
                       f"[{type(_err).__name__}: {_err}]") from _err
 
 from metarl_tf._checks import check_int
-from metarl_tf.tasks.pointnav import _split_index
+from metarl_tf.tasks.splits import split_index
 from metarl_tf.tasks._task_env import TaskAttribute
 
 ML1_ID = "metarl_tf/ML1-v0"
@@ -200,6 +200,16 @@ def _check_task(task) -> None:
     if not isinstance(task, Task):
         raise TypeError(f"a Meta-World task must be a metaworld.types.Task (from "
                         f"MetaWorldTasks.sample / .tasks), got {type(task).__name__}")
+
+
+
+def _split_index(split: str) -> int:
+    """Meta-World's own splits: its ``train_tasks`` and ``test_tasks`` (no validation split yet:
+    tune on a held-out part of the train tasks)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"`split` must be 'train' or 'test' for Meta-World (its own train and "
+                         f"test tasks), got {split!r}")
+    return split_index(split)
 
 
 class MetaWorldEnv(TaskAttribute, gymnasium.Env):

@@ -1,0 +1,169 @@
+"""How a results row trains and scores one training seed.
+
+Every protocol trains the row's preset (with the row's and the budget's overrides) through the same
+``training.run.train`` that ``metarl train`` uses, resuming the run directory when it holds an
+unfinished run, then scores the trained learner on the family's **test** split only. The test tasks
+are drawn from the test stream of ``params.eval_seed`` (default 0) for every training seed, so the
+seeds are scored on the same tasks. Each protocol returns ``(figures, curve)``: a flat dict of
+named floats (the metric and the baselines) and an optional adaptation curve for the plots.
+
+    supervised  MAML / FOMAML / Meta-SGD / Reptile on a regression family: query MSE after 0..N
+                inner steps; the "pretrained" baseline of the MAML paper (one network fit to all
+                tasks, then fine-tuned with the same steps).
+    maml_rl     MAML-RL (TRPO/ProMP) on a gymnasium or in-graph family: return after 0..N inner
+                steps (0 = unadapted), the oracle's where the family has one, the gap closed.
+    rl2         RL² trials: total reward per trial, beside Thompson sampling, UCB1, greedy and
+                random (bandits) or the value-iteration optimum and random (tabular MDPs), all on
+                the same test tasks.
+    meta_dqn    Meta-DQN: greedy return and success after adapting z on the test tasks.
+    script      a benchmark script that writes its figures as JSON (speed, serving, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+
+def resolve_config(row, budget: str, seed: int):
+    """The ExperimentConfig one seed of ``row`` trains at ``budget``."""
+    from training.config import apply_overrides, load_config
+
+    config = load_config(row.preset)
+    overrides = [f"{k}={json.dumps(v)}" for k, v in row.budget_set(budget).items()]
+    return dataclasses.replace(apply_overrides(config, overrides), seed=int(seed), name=row.name)
+
+
+def train_or_resume(config, run_dir: str):
+    """Trains ``config`` into ``run_dir`` (resuming an unfinished run of the same config; a run
+    directory of another config is started afresh) and returns the restored learner."""
+    import shutil
+
+    from training.run import read_run_config, restore_learner, train
+
+    resume = os.path.exists(os.path.join(run_dir, "config.json"))
+    if resume:
+        saved = read_run_config(run_dir)
+        if dataclasses.replace(saved, steps=config.steps) != config:
+            shutil.rmtree(run_dir)
+            resume = False
+    train(config, run_dir, quiet=True, resume=resume, final_eval=False)
+    return restore_learner(run_dir)[1]
+
+
+def _curve_figures(prefix: str, values, steps=None) -> dict:
+    steps = range(len(values)) if steps is None else steps
+    return {f"{prefix}_after_{k}": float(v) for k, v in zip(steps, values)}
+
+
+def supervised(row, budget, seed, run_dir, params):
+    from metarl_tf import adaptation, evaluation
+    from training.config import build_learner
+
+    config = resolve_config(row, budget, seed)
+    learner = train_or_resume(config, run_dir)
+    n_tasks = int(params.get("eval_tasks", 600))
+    n_steps = int(params.get("eval_steps", 10))
+    eval_seed = int(params.get("eval_seed", 0))
+    curve = learner.evaluate(num_tasks=n_tasks, num_query=int(params.get("eval_query", 100)),
+                             num_steps=n_steps, seed=eval_seed, split="test")
+    figures = _curve_figures("mse", curve["mse"])
+    pretrain_steps = int(params.get("pretrain_steps", 0))
+    if pretrain_steps:
+        # The MAML paper's baseline: one network regressed on all tasks, then fine-tuned by the
+        # same number of SGD steps at the row's inner rate (the paper's "pretrained, step").
+        fresh = build_learner(config)
+        pre = evaluation.pretrain_jointly(fresh.model, fresh.tasks, pretrain_steps, seed=seed)
+        rate = float(params.get("pretrained_inner_lr", getattr(config.algorithm_config,
+                                                                 "inner_lr", 0.01)))
+        base = evaluation.adaptation_curve(
+            fresh.fmodel, pre, fresh.tasks, adaptation.SGD(rate), num_tasks=n_tasks,
+            num_support=config.algorithm_config.num_support,
+            num_query=int(params.get("eval_query", 100)), num_steps=n_steps, seed=eval_seed,
+            split="test")
+        figures.update(_curve_figures("pretrained_mse", base["mse"]))
+    return figures, {"x": list(range(n_steps + 1)), "y": curve["mse"], "label": "query MSE",
+                     "xlabel": "inner steps"}
+
+
+def maml_rl(row, budget, seed, run_dir, params):
+    config = resolve_config(row, budget, seed)
+    learner = train_or_resume(config, run_dir)
+    n_steps = int(params.get("eval_steps", 1))
+    tasks = learner.tasks.sample(int(params.get("eval_tasks", 40)),
+                                 int(params.get("eval_seed", 0)), "test")
+    curve = learner.evaluate(num_steps=n_steps, tasks=tasks, seed=seed)
+    figures = _curve_figures("return", curve["returns"])
+    oracle = curve.get("oracle_return")
+    if oracle is not None:
+        figures["oracle_return"] = float(oracle)
+        r0 = curve["returns"][0]
+        for k in range(1, n_steps + 1):
+            # The share of the unadapted policy's distance to the oracle that k steps close.
+            figures[f"gap_closed_{k}"] = float((curve["returns"][k] - r0) / (oracle - r0))
+    return figures, {"x": list(range(n_steps + 1)), "y": curve["returns"], "label": "return",
+                     "xlabel": "inner steps"}
+
+
+def rl2(row, budget, seed, run_dir, params):
+    config = resolve_config(row, budget, seed)
+    learner = train_or_resume(config, run_dir)
+    family = learner.tasks
+    tasks = family.sample(int(params.get("eval_tasks", 1000)), int(params.get("eval_seed", 0)),
+                          "test")
+    summary = learner.evaluate(tasks=tasks, seed=seed)
+    figures = {"trial_return": summary["trial_return"]}
+    n = config.algorithm_config.episodes_per_trial
+    if config.task == "bandits":
+        from metarl_tf.tasks.bandits import bandit_baselines
+
+        for name, totals in bandit_baselines(np.asarray(tasks), n, seed=0).items():
+            figures[name] = float(np.mean(totals))
+    elif config.task == "tabular-mdp":
+        from metarl_tf.tasks.tabular_mdp import optimal_return, uniform_random_return
+
+        figures["vi_optimum"] = float(np.mean([n * optimal_return(t, family.horizon)
+                                               for t in tasks]))
+        figures["random"] = float(np.mean([n * uniform_random_return(t, family.horizon)
+                                           for t in tasks]))
+    return figures, {"x": list(range(1, n + 1)), "y": summary["returns"],
+                     "label": "episode return", "xlabel": "episode of the trial"}
+
+
+def meta_dqn(row, budget, seed, run_dir, params):
+    config = resolve_config(row, budget, seed)
+    learner = train_or_resume(config, run_dir)
+    tasks = learner.tasks.sample(int(params.get("eval_tasks", 20)),
+                                 int(params.get("eval_seed", 0)), "test")
+    curve = learner.evaluate(tasks=tasks, seed=seed)
+    steps = len(curve["returns"])
+    figures = _curve_figures("return", curve["returns"])
+    figures.update(_curve_figures("success", curve["success"]))
+    figures["return_adapted"] = float(curve["returns"][-1])
+    figures["success_adapted"] = float(curve["success"][-1])
+    return figures, {"x": list(range(steps)), "y": curve["returns"], "label": "greedy return",
+                     "xlabel": "inner steps on z"}
+
+
+def script(row, budget, seed, run_dir, params):
+    """Runs ``params.script`` with ``params.args`` (``{seed}`` and ``{json}`` substituted) in a
+    fresh interpreter; the script writes a flat JSON dict of figures to ``{json}``."""
+    os.makedirs(run_dir, exist_ok=True)
+    out = os.path.join(run_dir, "figures.json")
+    args = [str(a).format(seed=seed, json=out) for a in params.get("args", [])]
+    cmd = [sys.executable, params["script"], *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    with open(out) as f:
+        figures = json.load(f)
+    curve = figures.pop("curve", None)
+    return {k: float(v) for k, v in figures.items()}, curve
+
+
+PROTOCOL_FNS = {"supervised": supervised, "maml_rl": maml_rl, "rl2": rl2, "meta_dqn": meta_dqn,
+                "script": script}
