@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.metarl-installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo demo-rl demo-sinusoid test bench venv clean
+.PHONY: demo demo-rl demo-sinusoid test bench results results-quick venv clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/maml_sinusoid.py
 	$(PY) benchmarks/maml_sinusoid_quality.py
+
+# Every reported figure: trains the registry's rows (results/*.yaml) at their full budgets (hours;
+# resumable: rerun the same command after a kill), then regenerates docs/RESULTS.md and the README's
+# results table from the records in docs/results/.
+results: $(STAMP)
+	$(PY) -m training.cli results --budget full
+
+# Every row end to end at a tiny budget (minutes), records and report under runs/results-quick/.
+results-quick: $(STAMP)
+	$(PY) -m training.cli results --budget quick --rerun
 
 clean:
 	rm -rf demo_out .pytest_cache
