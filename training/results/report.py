@@ -126,13 +126,8 @@ def write_report(rows: list[Row], records_dir: str, path: str, budget: str = "fu
         groups.setdefault(row.group or "Other", []).append(row)
     order = sorted(groups, key=lambda g: GROUPS.index(g) if g in GROUPS else len(GROUPS))
     for group in order:
-        members = groups[group]
-        lines += [f"## {group}", "",
-                  "| row | metric | per seed | mean [95% interval] | target | verdict | baselines "
-                  "(mean over seeds) | wall time / seed | records |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        notes = []
-        for row in members:
+        table, notes = [], []
+        for row in groups[group]:
             recs = latest_per_seed(read_records(records_dir, row.name), budget)
             s = summarize(row, recs)
             if s is None:
@@ -144,14 +139,19 @@ def write_report(rows: list[Row], records_dir: str, path: str, budget: str = "fu
             base_cell = "; ".join(f"{k} {_fmt(v)}" for k, v in s["baselines"].items()) or "-"
             when = s["dates"][0] if s["dates"][0] == s["dates"][1] else "..".join(s["dates"])
             name = f"[{row.name}]({os.path.relpath(png, base)})" if has_png else row.name
-            lines.append(f"| {name}: {row.title} | {row.metric_label} | {per_seed} | "
+            table.append(f"| {name}: {row.title} | {row.metric_label} | {per_seed} | "
                          f"{_mean_cell(s)} | {_target_cell(row)} | **{s['verdict']}** | "
                          f"{base_cell} | {s['wall_s']:.0f} s | {', '.join(s['commits'])}, {when} |")
             if row.target is not None:
                 notes.append(f"- `{row.name}` target: {row.target.source}")
             summary_lines.append(f"| {row.title} | {_mean_cell(s)} | {_target_cell(row)} | "
                                  f"{s['verdict']} |")
-        lines += [""] + notes + [""]
+        if table:
+            lines += [f"## {group}", "",
+                      "| row | metric | per seed | mean [95% interval] | target | verdict | "
+                      "baselines (mean over seeds) | wall time / seed | records |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *table, "",
+                      *notes, ""]
     if missing:
         lines += [f"## Rows without a {budget}-budget record yet", ""]
         lines += [f"- `{row.name}`: {row.title} (`metarl results --only {row.name}`)"
