@@ -158,3 +158,32 @@ def test_every_preset_trains_and_exports_through_the_cli(tmp_path, repo_root):
                 for v in ev.summary.value}
         assert "steps_per_s" in tags and any(t.startswith("eval/") for t in tags), (name, tags)
         assert os.path.exists(tmp_path / "exports" / name / "1" / "saved_model.pb"), name
+
+
+def test_command_line_is_quiet_and_presets_skip_tensorflow(tmp_path, repo_root):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    # `presets` reads the YAML files only: TensorFlow is never imported
+    code = ("import sys; from training.cli import main; main(['presets']); "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=repo_root, timeout=120)
+    assert out.stdout.strip().endswith("False"), out.stdout[-500:]
+    # a command that imports TensorFlow prints no start-up log unless --verbose
+    run = [sys.executable, "-m", "training.cli"]
+    quiet = subprocess.run([*run, "evaluate", str(tmp_path / "none")], capture_output=True,
+                           text=True, env=env, cwd=repo_root, timeout=300)
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip().splitlines() == [
+        f"metarl evaluate: error: {tmp_path / 'none'} is not a run directory: no config.json"]
+    loud = subprocess.run([*run, "--verbose", "evaluate", str(tmp_path / "none")],
+                          capture_output=True, text=True, env=env, cwd=repo_root, timeout=300)
+    assert loud.returncode == 2 and len(loud.stderr.strip().splitlines()) > 1
+
+
+def test_gymnasium_ids_after_import_metarl_tf(repo_root):
+    code = ("import gymnasium as gym, metarl_tf; gym.register_envs(metarl_tf); "
+            "env = gym.make('metarl_tf/PointNav-v0'); print(env.reset(seed=0)[0].tolist())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=repo_root, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[0.0, 0.0]"

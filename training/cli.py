@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+PRESET_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
 # Kept here (not imported from training.config) so that `--help` does not import TensorFlow;
 # tests check it equals training.config.ALGORITHMS.
@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metarl", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Meta-train, evaluate, export and adapt TensorFlow meta-learning models.")
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's start-up log (hidden by default)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("presets", help="list the training presets with a one-line description")
@@ -349,14 +351,45 @@ def _adapt(args) -> int:
     return 0
 
 
+def _presets() -> int:
+    """Lists the presets from their YAML alone (no TensorFlow import: instant)."""
+    import yaml
+
+    for fn in sorted(os.listdir(PRESET_DIR)):
+        if fn.endswith(".yaml"):
+            with open(os.path.join(PRESET_DIR, fn)) as f:
+                data = yaml.safe_load(f) or {}
+            print(f"{fn[:-5]:28s} {data.get('description', '')}")
+    return 0
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with its C++ start-up log (absl's pre-initialisation lines, oneDNN and
+    CUDA notices) sent to /dev/null: those lines are written to file descriptor 2 before any
+    log-level setting applies, so only redirecting the descriptor hides them. Python errors still
+    propagate (and print once stderr is back)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_logical_devices("CPU")  # device initialisation logs too
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "presets":
-            from training.config import list_presets
-            for name, description in list_presets().items():
-                print(f"{name:28s} {description}")
-            return 0
+            return _presets()
+        if not args.verbose:
+            _import_tensorflow_quietly()
         return {"train": _train, "evaluate": _evaluate, "export": _export,
                 "adapt": _adapt, "inspect": _inspect, "results": _results}[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as err:
