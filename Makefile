@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.metarl-installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo demo-rl demo-sinusoid test bench results results-quick venv clean
+.PHONY: demo demo-rl demo-sinusoid test lint bench results results-quick venv clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ demo-sinusoid: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff (configured in pyproject.toml), lint only.
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 bench: $(STAMP)
 	$(PY) benchmarks/maml_sinusoid.py
