@@ -34,7 +34,6 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/maml_sinusoid.py
-	$(PY) benchmarks/maml_sinusoid_quality.py
 
 # Every reported figure: trains the registry's rows (results/*.yaml) at their full budgets (hours;
 # resumable: rerun the same command after a kill), then regenerates docs/RESULTS.md and the README's
