@@ -11,7 +11,10 @@ named floats (the metric and the baselines) and an optional adaptation curve for
                 inner steps; the "pretrained" baseline of the MAML paper (one network fit to all
                 tasks, then fine-tuned with the same steps).
     maml_rl     MAML-RL (TRPO/ProMP) on a gymnasium or in-graph family: return after 0..N inner
-                steps (0 = unadapted), the oracle's where the family has one, the gap closed.
+                steps (0 = unadapted), the oracle's where the family has one, the gap closed;
+                with ``params.pretrained``, the MAML paper's pretrained baseline too: the same
+                preset and budget trained with ``inner_steps=0`` (one policy for all tasks), then
+                fine-tuned by the same inner steps on the same test tasks.
     rl2         RL² trials: total reward per trial, beside Thompson sampling, UCB1, greedy and
                 random (bandits) or the value-iteration optimum and random (tabular MDPs), all on
                 the same test tasks.
@@ -105,6 +108,12 @@ def maml_rl(row, budget, seed, run_dir, params):
         for k in range(1, n_steps + 1):
             # The share of the unadapted policy's distance to the oracle that k steps close.
             figures[f"gap_closed_{k}"] = float((curve["returns"][k] - r0) / (oracle - r0))
+    if params.get("pretrained"):
+        joint = dataclasses.replace(config, algorithm_config=dataclasses.replace(
+            config.algorithm_config, inner_steps=0))
+        base = train_or_resume(joint, run_dir + "-pretrained").evaluate(
+            num_steps=n_steps, tasks=tasks, seed=seed)
+        figures.update(_curve_figures("pretrained_return", base["returns"]))
     return figures, {"x": list(range(n_steps + 1)), "y": curve["returns"], "label": "return",
                      "xlabel": "inner steps"}
 
