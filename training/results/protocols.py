@@ -80,7 +80,7 @@ def supervised(row, budget, seed, run_dir, params):
         # The MAML paper's baseline: one network regressed on all tasks, then fine-tuned by the
         # same number of SGD steps at the row's inner rate (the paper's "pretrained, step").
         fresh = build_learner(config)
-        pre = evaluation.pretrain_jointly(fresh.model, fresh.tasks, pretrain_steps, seed=seed)
+        pre = _pretrained_params(fresh, config, pretrain_steps, seed, run_dir)
         rate = float(params.get("pretrained_inner_lr", getattr(config.algorithm_config,
                                                                  "inner_lr", 0.01)))
         base = evaluation.adaptation_curve(
@@ -91,6 +91,27 @@ def supervised(row, budget, seed, run_dir, params):
         figures.update(_curve_figures("pretrained_mse", base["mse"]))
     return figures, {"x": list(range(n_steps + 1)), "y": curve["mse"], "label": "query MSE",
                      "xlabel": "inner steps"}
+
+
+def _pretrained_params(learner, config, steps: int, seed: int, run_dir: str) -> list:
+    """The jointly pretrained parameters, cached beside the run directories: they depend on the
+    family, the network, the seed and the steps only, so every algorithm's and every K's row of a
+    seed shares one pretraining."""
+    from metarl_tf import evaluation
+
+    net = config.network
+    key = f"pretrained-{config.task}-{'x'.join(map(str, net.hidden))}-{net.activation}-" \
+          f"{net.init}-seed{seed}-{steps}.npz"
+    path = os.path.join(os.path.dirname(os.path.dirname(run_dir)), "_shared", key)
+    if os.path.exists(path):
+        with np.load(path) as f:
+            return [f[f"p{i}"] for i in range(len(f.files))]
+    params = [np.asarray(p) for p in evaluation.pretrain_jointly(
+        learner.model, learner.tasks, steps, seed=seed)]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path + ".tmp.npz", **{f"p{i}": p for i, p in enumerate(params)})
+    os.replace(path + ".tmp.npz", path)
+    return params
 
 
 def maml_rl(row, budget, seed, run_dir, params):
