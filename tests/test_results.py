@@ -89,7 +89,8 @@ def test_report_from_records_alone(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\nrest\n")
     text = report.write_report([row, plain], records, str(tmp_path / "RESULTS.md"),
-                               readme=str(readme))
+                               readme=str(readme), head="0123456789")
+    assert "abcdef01, 2026-12-08 (not rerun at this commit)" in text
     # 6.0, 6.5, 7.0: mean 6.5, sd 0.5, half width 4.303 * 0.5 / sqrt(3) = 1.2422;
     # differences to Thompson 1.0, 1.5, 2.0: low 1.5 - 1.2422 = 0.258 > 0 -> met
     assert "| 6.000, 6.500, 7.000 | 6.500 [5.258, 7.742] (3 seeds) |" in text
