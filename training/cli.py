@@ -19,7 +19,9 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
+import threading
 
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
@@ -363,24 +365,44 @@ def _presets() -> int:
     return 0
 
 
-def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with its C++ start-up log (absl's pre-initialisation lines, oneDNN and
-    CUDA notices) sent to /dev/null: those lines are written to file descriptor 2 before any
-    log-level setting applies, so only redirecting the descriptor hides them. Python errors still
-    propagate (and print once stderr is back)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow as tf
+class _TensorFlowLogFilter:
+    """Drops TensorFlow's C++ log lines (absl's "All log messages before absl::InitializeLog()"
+    notice, the I/W/E lines of the oneDNN, CUDA and CPU-feature probes) from file descriptor 2 and
+    passes everything else through, for the whole command.
 
-        tf.config.list_logical_devices("CPU")  # device initialisation logs too
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    Those lines are written to the descriptor directly, many before any log-level setting applies
+    (TF_CPP_MIN_LOG_LEVEL does not hide them in TensorFlow 2.21), and some only when the runtime
+    first starts, which must happen inside the command (a multi-worker strategy needs a fresh
+    runtime). So the descriptor goes through a pipe whose reader thread filters by line.
+    Fatal (F) lines and Python's own output are kept.
+    """
+
+    _DROP = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
+                       r"[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] |"
+                       r"To enable the following instructions:)")
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self._reader = threading.Thread(target=self._pump, args=(read,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _pump(self, read_fd: int) -> None:
+        with os.fdopen(read_fd, "rb") as pipe, os.fdopen(os.dup(self._saved), "wb", 0) as out:
+            for line in pipe:
+                if not self._DROP.match(line.decode("utf-8", "replace")):
+                    out.write(line)
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)  # closes the pipe's last write end: the reader sees EOF
+        os.close(self._saved)
+        self._reader.join(timeout=5)
+        return False
 
 
 def main(argv=None) -> int:
@@ -388,10 +410,13 @@ def main(argv=None) -> int:
     try:
         if args.command == "presets":
             return _presets()
-        if not args.verbose:
-            _import_tensorflow_quietly()
-        return {"train": _train, "evaluate": _evaluate, "export": _export,
-                "adapt": _adapt, "inspect": _inspect, "results": _results}[args.command](args)
+        command = {"train": _train, "evaluate": _evaluate, "export": _export,
+                   "adapt": _adapt, "inspect": _inspect, "results": _results}[args.command]
+        if args.verbose:
+            return command(args)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with _TensorFlowLogFilter():
+            return command(args)
     except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as err:
         print(f"metarl {args.command}: error: {err}", file=sys.stderr)
         return 2
