@@ -1,0 +1,59 @@
+"""The TF-Agents suite: runs in .venv-tf-agents (`make test-tf-agents`), never in the core venv.
+
+Its exports are built once per session by the core venv (Keras 3), which `METARL_CORE_PYTHON`
+names (the Makefile sets it; default `.venv/bin/python`), with tiny training runs
+(build_exports.py). `METARL_TF_AGENTS_EXPORTS=DIR` reuses a DIR that build_exports.py wrote.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is imported anywhere
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def core_python() -> str:
+    path = os.environ.get("METARL_CORE_PYTHON") or os.path.join(ROOT, ".venv", "bin", "python")
+    if not os.path.exists(path):
+        pytest.fail(f"the core venv's python ({path}) is missing: run `make venv` or set "
+                    "METARL_CORE_PYTHON; the TF-Agents tests build their exports with it")
+    return path
+
+
+def core_env() -> dict:
+    """The environment of a core-venv subprocess: Keras 3 (no legacy switch), this checkout first."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory):
+    """``{name: version directory}`` of the PointNav MAML-TRPO, RL² bandit and Meta-DQN exports."""
+    out = os.environ.get("METARL_TF_AGENTS_EXPORTS")
+    if not out:
+        out = str(tmp_path_factory.mktemp("tf_agents_exports"))
+        proc = subprocess.run([core_python(), os.path.join(ROOT, "tests_tf_agents",
+                                                           "build_exports.py"), out],
+                              cwd=ROOT, env=core_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        if proc.returncode:
+            pytest.fail(f"building the exports failed:\n{proc.stdout[-4000:]}")
+    paths = {name: os.path.join(out, "exports", name, "1")
+             for name in ("pointnav", "rl2-bandits", "meta-dqn-cartpole")}
+    for path in paths.values():
+        assert os.path.exists(os.path.join(path, "saved_model.pb")), path
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tfa_python():
+    return sys.executable
