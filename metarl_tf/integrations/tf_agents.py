@@ -427,8 +427,10 @@ class ExportedPolicy(tf_policy.TFPolicy):
     Before ``adapt`` it acts as the export's ``serving_default`` (the meta-learned policy), after it
     as ``action_with_params`` with the adapted weights, which it keeps in a variable (so
     ``PolicySaver`` saves them). ``adapt`` always starts from the meta-learned weights and wants
-    episodes of the meta-learned policy, as in training: collect with the policy before adapting
-    (or after ``reset_adaptation``).
+    episodes of the meta-learned stochastic policy, as in training: collect with a
+    ``greedy=False`` policy before adapting (or after ``reset_adaptation``); greedy actions, at the
+    mean, give the mean's weights no policy gradient. ``set_params`` hands adapted weights to
+    another wrapper (e.g. a greedy one for evaluation).
 
     Args:
       export: the version directory of the export, or the object ``tf.saved_model.load`` returned.
@@ -570,11 +572,11 @@ class ExportedRL2Policy(tf_policy.TFPolicy):
     def __init__(self, export, time_step_spec=None, action_spec=None, greedy: bool = False,
                  name: str | None = None):
         model = _load(export)
-        self._initial = _signature(model, "get_initial_state", "an RL² export")
-        self._action_fn = _signature(model, "action", "an RL² export")
-        specs = _input_specs(self._action_fn)
+        self._export_initial = _signature(model, "get_initial_state", "an RL² export")
+        self._export_action = _signature(model, "action", "an RL² export")
+        specs = _input_specs(self._export_action)
         obs_dim = int(specs["observation"].shape[-1])
-        outputs = self._action_fn.structured_outputs
+        outputs = self._export_action.structured_outputs
         self.state_size = int(outputs["state"].shape[-1])
         self.categorical = "logits" in outputs
         if self.categorical:
@@ -599,7 +601,7 @@ class ExportedRL2Policy(tf_policy.TFPolicy):
 
     def _get_initial_state(self, batch_size):
         batch_size = tf.cast(batch_size if batch_size is not None else 1, tf.int32)
-        state = self._initial(batch_size=batch_size)["state"]
+        state = self._export_initial(batch_size=batch_size)["state"]
         prev_shape = tf.concat([[batch_size], self.policy_state_spec["prev_action"].shape], 0)
         prev = (-tf.ones(prev_shape, tf.int32) if self.categorical
                 else tf.zeros(prev_shape, tf.float32))
@@ -611,7 +613,7 @@ class ExportedRL2Policy(tf_policy.TFPolicy):
         reward = tf.cast(time_step.reward, tf.float32)
         first, last = time_step.is_first(), time_step.is_last()
         prev_action = policy_state["prev_action"]
-        out = self._action_fn(
+        out = self._export_action(
             observation=observation, prev_action=prev_action,
             prev_reward=tf.where(first, policy_state["prev_reward"], reward),
             done=tf.where(first, policy_state["done"], tf.zeros_like(reward)),
