@@ -41,12 +41,22 @@ def exports(tmp_path_factory):
     out = os.environ.get("METARL_TF_AGENTS_EXPORTS")
     if not out:
         out = str(tmp_path_factory.mktemp("tf_agents_exports"))
-        proc = subprocess.run([core_python(), os.path.join(ROOT, "tests_tf_agents",
-                                                           "build_exports.py"), out],
-                              cwd=ROOT, env=core_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        if proc.returncode:
-            pytest.fail(f"building the exports failed:\n{proc.stdout[-4000:]}")
+        script = os.path.join(ROOT, "tests_tf_agents", "build_exports.py")
+        # two processes of one TensorFlow thread each: the PointNav run alone takes the longest
+        groups = (["pointnav"], ["rl2-bandits", "meta-dqn-cartpole"])
+        procs = []
+        for i, names in enumerate(groups):
+            log = open(os.path.join(out, f"build_{i}.log"), "w+")
+            procs.append((subprocess.Popen([core_python(), script, out, *names], cwd=ROOT,
+                                           env=core_env(), stdout=log, stderr=subprocess.STDOUT),
+                          log))
+        for proc, log in procs:
+            proc.wait()
+            log.seek(0)
+            text = log.read()
+            log.close()
+            if proc.returncode:
+                pytest.fail(f"building the exports failed:\n{text[-4000:]}")
     paths = {name: os.path.join(out, "exports", name, "1")
              for name in ("pointnav", "rl2-bandits", "meta-dqn-cartpole")}
     for path in paths.values():
