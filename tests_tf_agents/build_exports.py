@@ -20,6 +20,9 @@ RUNS = {
     "rl2-bandits": ("rl2-bandits", ["--steps", "10", "--set", "algorithm_config.meta_batch_size=50",
                                     "--set", "eval_tasks=10", "--set", "log_every=5",
                                     "--set", "checkpoint_every=10"]),
+    "rl2-pointnav": ("rl2-pointnav", ["--steps", "1", "--set", "algorithm_config.meta_batch_size=4",
+                                      "--set", "eval_tasks=1", "--set", "log_every=1",
+                                      "--set", "checkpoint_every=1"]),
     "meta-dqn-cartpole": ("meta-dqn-cartpole", [
         "--steps", "50", "--set", "algorithm_config.steps_per_execution=50",
         "--set", "algorithm_config.jit_compile=false",

@@ -37,13 +37,14 @@ def core_env() -> dict:
 
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory):
-    """``{name: version directory}`` of the PointNav MAML-TRPO, RL² bandit and Meta-DQN exports."""
+    """``{name: version directory}`` of the PointNav MAML-TRPO, RL² (bandits, PointNav) and
+    Meta-DQN exports."""
     out = os.environ.get("METARL_TF_AGENTS_EXPORTS")
     if not out:
         out = str(tmp_path_factory.mktemp("tf_agents_exports"))
         script = os.path.join(ROOT, "tests_tf_agents", "build_exports.py")
         # two processes of one TensorFlow thread each: the PointNav run alone takes the longest
-        groups = (["pointnav"], ["rl2-bandits", "meta-dqn-cartpole"])
+        groups = (["pointnav"], ["rl2-bandits", "rl2-pointnav", "meta-dqn-cartpole"])
         procs = []
         for i, names in enumerate(groups):
             log = open(os.path.join(out, f"build_{i}.log"), "w+")
@@ -58,7 +59,7 @@ def exports(tmp_path_factory):
             if proc.returncode:
                 pytest.fail(f"building the exports failed:\n{text[-4000:]}")
     paths = {name: os.path.join(out, "exports", name, "1")
-             for name in ("pointnav", "rl2-bandits", "meta-dqn-cartpole")}
+             for name in ("pointnav", "rl2-bandits", "rl2-pointnav", "meta-dqn-cartpole")}
     for path in paths.values():
         assert os.path.exists(os.path.join(path, "saved_model.pb")), path
     return paths

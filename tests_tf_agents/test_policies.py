@@ -9,6 +9,7 @@ from tf_agents.environments import batched_py_environment, tf_py_environment
 from tf_agents.metrics import tf_metrics
 from tf_agents.policies import policy_saver
 from tf_agents.trajectories import time_step as ts
+from tf_agents.utils import common
 
 from metarl_tf import tasks
 from metarl_tf.integrations.tf_agents import (ExportedPolicy, ExportedQPolicy, ExportedRL2Policy,
@@ -83,6 +84,28 @@ def test_adapt_inputs_from_trajectories_match_the_episodes_by_hand(exports):
         adapt_from_trajectories(steps[:10])
 
 
+def replay_trial(model, steps, first_prev_action):
+    """The export's state after a trial, called as RL² training feeds it (batch of one).
+
+    Each step of an episode sees the previous action and reward; the first step of a later
+    episode sees the last action and reward of the one before and ``done = 1``; the trial's first
+    step sees ``first_prev_action``, 0, 0. Boundary steps (LAST -> FIRST) are not acted on.
+    """
+    state = model.signatures["get_initial_state"](batch_size=tf.constant(1))["state"]
+    prev_a, prev_r, done = first_prev_action, 0.0, 0.0
+    for step in steps:
+        if step.step_type[0] == ts.StepType.LAST:
+            continue
+        out = model.signatures["action"](
+            observation=tf.cast(step.observation, tf.float32), prev_action=tf.constant(prev_a),
+            prev_reward=tf.constant([prev_r]), done=tf.constant([done]), state=state)
+        state = out["state"]
+        prev_a = step.action.numpy().astype(np.asarray(first_prev_action).dtype)
+        prev_r = float(step.reward[0])
+        done = 1.0 if step.next_step_type[0] == ts.StepType.LAST else 0.0
+    return state
+
+
 def test_rl2_bandit_trial_carries_the_export_state_through_the_driver(exports):
     means = np.array([0.9, 0.1, 0.2, 0.3, 0.1], np.float32)
     env = tf_py_environment.TFPyEnvironment(
@@ -93,20 +116,15 @@ def test_rl2_bandit_trial_carries_the_export_state_through_the_driver(exports):
     driver = dynamic_episode_driver.DynamicEpisodeDriver(env, policy, [metric, steps.append],
                                                          num_episodes=10)    # one trial: 10 pulls
     _, final = driver.run()
-    pulls = [(int(s.action[0]), float(s.reward[0])) for s in steps if s.step_type[0] == ts.StepType.FIRST]
+    pulls = [(int(s.action[0]), float(s.reward[0])) for s in steps
+             if s.step_type[0] == ts.StepType.FIRST]
     assert len(pulls) == 10
     # each pull is a one-step episode: the metric's average return is the mean reward per pull
     np.testing.assert_allclose(float(metric.result()), np.mean([r for _, r in pulls]), rtol=1e-6)
     # replay the trial on the bare export with the same actions and rewards: the state TF-Agents
-    # carried is the export's state after the 10 action calls, step for step
+    # carried is the export's state after the 10 action calls
     model = tf.saved_model.load(exports["rl2-bandits"])
-    state = model.signatures["get_initial_state"](batch_size=tf.constant(1))["state"]
-    prev_a, prev_r, done = -1, 0.0, 0.0
-    for action, reward in pulls:
-        out = model.signatures["action"](
-            observation=tf.zeros([1, 1]), prev_action=tf.constant([prev_a]),
-            prev_reward=tf.constant([prev_r]), done=tf.constant([done]), state=state)
-        state, prev_a, prev_r, done = out["state"], action, reward, 1.0
+    state = replay_trial(model, steps, first_prev_action=np.array([-1], np.int32))
     np.testing.assert_allclose(final["state"].numpy(), state.numpy(), rtol=1e-5, atol=1e-6)
     assert int(final["prev_action"][0]) == pulls[-1][0]
     # a new trial starts from the export's initial state (zeros)
@@ -115,15 +133,43 @@ def test_rl2_bandit_trial_carries_the_export_state_through_the_driver(exports):
     assert int(fresh["prev_action"][0]) == -1
 
 
+def test_gaussian_rl2_trial_over_multi_step_episodes_matches_the_export(exports):
+    # RL² on PointNav: 2 episodes per trial (cut to 6 steps here), continuous actions; the state
+    # crosses the episode boundary with done = 1
+    env = tf_py_environment.TFPyEnvironment(TaskPyEnvironment(
+        tasks.PointNavTasks(), task=np.array([0.3, -0.2], np.float32), max_episode_steps=6,
+        seed=0))
+    policy = ExportedRL2Policy(exports["rl2-pointnav"], env.time_step_spec(), env.action_spec())
+    assert not policy.categorical and policy.action_spec.shape == (2,)
+    steps = []
+    _, final = dynamic_episode_driver.DynamicEpisodeDriver(env, policy, [steps.append],
+                                                           num_episodes=2).run()
+    assert sum(int(s.next_step_type[0] == ts.StepType.LAST) for s in steps) == 2
+    model = tf.saved_model.load(exports["rl2-pointnav"])
+    state = replay_trial(model, steps, first_prev_action=np.zeros([1, 2], np.float32))
+    np.testing.assert_allclose(final["state"].numpy(), state.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(NotImplementedError, match=r"no distribution\(\): its next state depends "
+                                                  r"on the action drawn"):
+        policy.distribution(env.reset(), final)
+
+
 def test_rl2_policy_runs_batched_trials_on_different_tasks(exports):
     env = tf_py_environment.TFPyEnvironment(batched_py_environment.BatchedPyEnvironment(
         [TaskPyEnvironment(tasks.BernoulliBanditTasks(num_arms=5), seed=i) for i in range(3)]))
     set_tasks(env, tasks.BernoulliBanditTasks(num_arms=5).sample(3, seed=1))
     policy = ExportedRL2Policy(exports["rl2-bandits"], env.time_step_spec(), env.action_spec(),
                                greedy=True)
-    _, final = dynamic_episode_driver.DynamicEpisodeDriver(env, policy, num_episodes=30).run()
+    metric = tf_metrics.AverageReturnMetric(batch_size=3, buffer_size=30)
+    driver = dynamic_episode_driver.DynamicEpisodeDriver(env, policy, [metric], num_episodes=30)
+    # compiled, as TF-Agents pipelines run their drivers: 10 pulls in each of the 3 bandits
+    _, final = common.function(driver.run)()
     assert final["state"].shape == (3, policy.state_size)
     assert np.all(np.isfinite(final["state"].numpy()))
+    # the driver counts an episode at its boundary step, so the policy's last call was on a LAST
+    # step: it recorded the episode's end (done 1) and its reward, a 0 or 1 pull
+    np.testing.assert_array_equal(final["done"].numpy(), [1.0, 1.0, 1.0])
+    assert set(final["prev_reward"].numpy().tolist()) <= {0.0, 1.0}
+    assert 0.0 <= float(metric.result()) <= 1.0                   # a Bernoulli reward per pull
 
 
 def test_q_policy_adapts_z_from_transitions_and_acts_greedily(exports):
