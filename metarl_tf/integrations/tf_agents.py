@@ -318,6 +318,10 @@ def adapt_from_trajectories(trajectories, form: str = "episodes") -> dict:
     if form not in ("episodes", "transitions"):
         raise ValueError(f"`form` must be 'episodes' or 'transitions', got {form!r}")
     traj = _batched_numpy(trajectories)
+    if not isinstance(traj.observation, np.ndarray) or not isinstance(traj.action, np.ndarray):
+        raise ValueError("`trajectories` must have one observation array and one action array per "
+                         "step (the exports take flat observations), got "
+                         f"{type(traj.observation).__name__} observations")
     step_type, next_type = traj.step_type.astype(np.int64), traj.next_step_type.astype(np.int64)
     obs = np.asarray(traj.observation, np.float32)
     obs = obs.reshape(obs.shape[:2] + (-1,))
