@@ -26,7 +26,8 @@ RUNS = {
     "meta-dqn-cartpole": ("meta-dqn-cartpole", [
         "--steps", "50", "--set", "algorithm_config.steps_per_execution=50",
         "--set", "algorithm_config.jit_compile=false",
-        "--set", "algorithm_config.num_train_tasks=4", "--set", "algorithm_config.meta_batch_size=2",
+        "--set", "algorithm_config.num_train_tasks=4",
+        "--set", "algorithm_config.meta_batch_size=2",
         "--set", "algorithm_config.support_size=50", "--set", "eval_tasks=1",
         "--set", "eval_steps=1", "--set", "log_every=50", "--set", "checkpoint_every=50"]),
 }

@@ -29,7 +29,7 @@ def core_python() -> str:
 
 
 def core_env() -> dict:
-    """The environment of a core-venv subprocess: Keras 3 (no legacy switch), this checkout first."""
+    """A core-venv subprocess's environment: Keras 3 (no legacy switch), this checkout first."""
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

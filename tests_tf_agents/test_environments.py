@@ -1,5 +1,5 @@
-"""TaskPyEnvironment: every task family passes TF-Agents' validate_py_environment; specs, time limits,
-resets and tasks behave as TF-Agents expects, alone, batched, in a ParallelPyEnvironment and in a
+"""TaskPyEnvironment: every task family passes TF-Agents' validate_py_environment; specs, time
+limits, resets and tasks behave as TF-Agents expects, alone, batched, in a ParallelPyEnvironment and in a
 TFPyEnvironment."""
 import functools
 import os
@@ -23,7 +23,7 @@ FIRST, MID, LAST = ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST
 
 
 def family(name):
-    """(family, sampled task, max_episode_steps, observation shape, action spec kind)."""
+    """The task family of that name, with its default settings."""
     if name == "PointNav":
         fam = tasks.PointNavTasks()
     elif name == "CartPoleDir":
@@ -203,9 +203,10 @@ def test_import_errors_name_the_variable_and_the_extra():
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
                           stderr=subprocess.PIPE, text=True)
     assert proc.returncode != 0
-    assert "ImportError: metarl_tf.integrations.tf_agents needs TF_USE_LEGACY_KERAS=1" in proc.stderr
+    assert ("ImportError: metarl_tf.integrations.tf_agents needs TF_USE_LEGACY_KERAS=1"
+            in proc.stderr)
     # the core venv has no TF-Agents: the error names the extra
-    proc = subprocess.run([core_python(), "-c", code], env={**core_env(), "TF_USE_LEGACY_KERAS": "1"},
-                          cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run([core_python(), "-c", code],
+                          env={**core_env(), "TF_USE_LEGACY_KERAS": "1"}, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     assert proc.returncode != 0
     assert "needs TF-Agents: install the extra `metarl-tf[tf-agents]`" in proc.stderr

@@ -72,8 +72,8 @@ def spec_from_space(space: gymnasium.Space, name: str = "observation"):
     ``Box`` -> ``BoundedArraySpec`` with the space's dtype and bounds (one scalar bound where all
     are equal; an ``ArraySpec`` when every bound is infinite, as for most observations);
     ``Discrete(n, start)`` -> a scalar int64 ``BoundedArraySpec`` over ``[start, start + n - 1]``;
-    ``MultiDiscrete`` -> int64 bounded per entry; ``MultiBinary`` -> int8 in ``[0, 1]``; ``Dict`` and
-    ``Tuple`` -> dicts and tuples of these. Other spaces raise ``TypeError``.
+    ``MultiDiscrete`` -> int64 bounded per entry; ``MultiBinary`` -> int8 in ``[0, 1]``;
+    ``Dict`` and ``Tuple`` -> dicts and tuples of these. Other spaces raise ``TypeError``.
     """
     spaces = gymnasium.spaces
     if isinstance(space, spaces.Box):
@@ -706,7 +706,7 @@ class ExportedQPolicy(tf_policy.TFPolicy):
                                       num_steps)
 
     def adapt_with_inputs(self, inputs: Mapping, num_steps: int = 1) -> tf.Tensor:
-        """``adapt`` from ready transition arrays (``adapt_from_trajectories(..., "transitions")``)."""
+        """``adapt`` from ready transition arrays (``adapt_from_trajectories`` "transitions")."""
         z = self._adapt_fn(
             observations=tf.constant(inputs["observations"], tf.float32),
             actions=tf.cast(inputs["actions"], tf.int32),
