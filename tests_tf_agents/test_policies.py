@@ -14,6 +14,7 @@ from tf_agents.metrics import tf_metrics
 from tf_agents.policies import policy_saver
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory
 from tf_agents.utils import common
 
 from metarl_tf import tasks
@@ -69,20 +70,47 @@ def test_adapted_pointnav_policy_returns_more_than_the_unadapted_one(exports):
     assert after.mean() > before.mean() + 10.0, (before.mean(), after.mean())
 
 
-def test_adapt_inputs_from_trajectories_match_the_episodes_by_hand(exports):
+def test_adapt_from_trajectories_splits_rows_into_episodes_by_hand():
+    F, M, L = int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST)
+    # row 0: a 2-step episode (FIRST, MID -> LAST), its boundary step, then an episode still running
+    # row 1: one 4-step episode ending at the row's end, terminated (discount 0 after it)
+    step_type = np.array([[F, M, L, F, M], [F, M, M, M, L]])
+    next_type = np.array([[M, L, F, M, M], [M, M, M, L, F]])
+    discount = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 1]], np.float32)
+    obs = np.arange(20, dtype=np.float32).reshape(2, 5, 2)          # obs[b, t] = (10b+2t, +1)
+    actions = np.arange(10, dtype=np.float32).reshape(2, 5, 1) / 10.0
+    rewards = np.array([[1, 2, 0, 4, 5], [6, 7, 8, 9, 0]], np.float32)
+    traj = trajectory.Trajectory(step_type, obs, actions, (), next_type, rewards, discount)
+    out = adapt_from_trajectories(traj)
+    # complete episodes: row 0 steps 0-1, row 1 steps 0-3; padded to 4 steps with a mask
+    np.testing.assert_array_equal(out["mask"], [[1, 1, 0, 0], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(out["rewards"], [[1, 2, 0, 0], [6, 7, 8, 9]])
+    np.testing.assert_array_equal(out["observations"][0, :2], [[0, 1], [2, 3]])
+    np.testing.assert_array_equal(out["observations"][1, 3], [16, 17])
+    np.testing.assert_allclose(out["actions"][:, :, 0], [[0.0, 0.1, 0, 0], [0.5, 0.6, 0.7, 0.8]])
+    # transitions: every non-LAST step with a next step in the row (columns 0-3)
+    tr = adapt_from_trajectories(traj, form="transitions")
+    np.testing.assert_array_equal(tr["rewards"], [1, 2, 4, 6, 7, 8, 9])
+    np.testing.assert_array_equal(tr["next_observations"][2], [8, 9])      # row 0, step 4
+    # done only where the next step is LAST with discount 0 (row 1, step 3); row 0's LAST has 1
+    np.testing.assert_array_equal(tr["dones"], [0, 0, 0, 0, 0, 0, 1])
+    assert out["actions"].dtype == np.float32 and tr["actions"].dtype == np.float32
+
+
+def test_adapt_inputs_from_driver_trajectories_match_the_environment(exports):
     env = pointnav_env(2)
     policy = ExportedPolicy(exports["pointnav"], env.time_step_spec(), env.action_spec())
-    set_tasks(env, np.array([[0.2, 0.2], [-0.3, 0.1]], np.float32))
+    goal = np.array([0.23, -0.17], np.float32)
+    set_tasks(env, goal, same=True)
     _, steps = run_episodes(env, policy, 2)
     inputs = adapt_from_trajectories(steps)
-    # two environments, one 100-step episode each (the horizon; no goal reached by chance here:
-    # reaching within 0.01 in both coordinates would end one earlier)
+    # at least the 2 episodes the driver counted (an early success ends one sooner, and the
+    # environment may then finish another); 100 steps at most (the horizon)
     lengths = inputs["mask"].sum(axis=1)
-    assert inputs["observations"].shape[0] == 2 and inputs["observations"].shape[2] == 2
+    assert inputs["observations"].shape[0] >= 2 and inputs["observations"].shape[2] == 2
     assert np.all(lengths <= 100) and np.all(lengths >= 1)
-    # the rewards are -distance to each environment's goal after the move: recompute by hand
-    for e, goal in enumerate([[0.2, 0.2], [-0.3, 0.1]]):
-        n = int(lengths[e])
+    # the rewards are -distance to the goal after the clipped move: recomputed by hand
+    for e, n in enumerate(lengths.astype(int)):
         pos = inputs["observations"][e, :n] + np.clip(inputs["actions"][e, :n], -0.1, 0.1)
         np.testing.assert_allclose(inputs["rewards"][e, :n], -np.linalg.norm(pos - goal, axis=1),
                                    rtol=1e-5, atol=1e-6)
