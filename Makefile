@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.metarl-installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo demo-rl demo-sinusoid test test-core test-tf-agents bench venv venv-tf-agents clean
+.PHONY: demo demo-rl demo-sinusoid test bench venv clean
 
 # TF-Agents interop lives in a second venv (docs/TF_AGENTS.md): TF-Agents 0.19 needs legacy Keras
 # (tf-keras, TF_USE_LEGACY_KERAS=1) and pins typing_extensions==4.5.0, which the core venv outgrew.
 TFA_VENV := .venv-tf-agents
 TFA_PY := $(TFA_VENV)/bin/python
 TFA_STAMP := $(TFA_VENV)/.metarl-installed
+.PHONY: test-core test-tf-agents venv-tf-agents
 
 venv: $(STAMP)
 
