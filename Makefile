@@ -47,16 +47,16 @@ test: $(STAMP) $(TFA_STAMP)
 	echo "make test: core suite exit $$core, tf-agents suite exit $$tfa"; \
 	test $$core -eq 0 -a $$tfa -eq 0
 
-test-core: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
-
-# The TF-Agents suite builds its exports with the core venv ($(PY)), then runs in its own.
-test-tf-agents: $(STAMP) $(TFA_STAMP)
-	METARL_CORE_PYTHON=$(abspath $(PY)) TF_USE_LEGACY_KERAS=1 $(TFA_PY) -m pytest -q -p no:cacheprovider tests_tf_agents
-
 bench: $(STAMP)
 	$(PY) benchmarks/maml_sinusoid.py
 	$(PY) benchmarks/maml_sinusoid_quality.py
 
 clean:
 	rm -rf demo_out .pytest_cache
+
+test-core: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The TF-Agents suite builds its exports with the core venv ($(PY)), then runs in its own.
+test-tf-agents: $(STAMP) $(TFA_STAMP)
+	METARL_CORE_PYTHON=$(abspath $(PY)) TF_USE_LEGACY_KERAS=1 $(TFA_PY) -m pytest -q -p no:cacheprovider tests_tf_agents
