@@ -12,8 +12,8 @@ named floats (the metric and the baselines) and an optional adaptation curve for
                 tasks, then fine-tuned with the same steps).
     maml_rl     MAML-RL (TRPO/ProMP) on a gymnasium or in-graph family: return after 0..N inner
                 steps (0 = unadapted), the oracle's where the family has one, the gap closed.
-    rl2         RL² trials: total reward per trial, beside Thompson sampling, UCB1, greedy and
-                random (bandits) or the value-iteration optimum and random (tabular MDPs), all on
+    rl2         RL² trials: total reward per trial, beside the Gittins index policy, Thompson
+                sampling, UCB1, greedy and random (bandits) or the value-iteration optimum and random (tabular MDPs), all on
                 the same test tasks.
     meta_dqn    Meta-DQN: greedy return and success after adapting z on the test tasks.
     script      a benchmark script that writes its figures as JSON (speed, serving, ...).
@@ -121,7 +121,11 @@ def rl2(row, budget, seed, run_dir, params):
     if config.task == "bandits":
         from metarl_tf.tasks.bandits import bandit_baselines
 
-        for name, totals in bandit_baselines(np.asarray(tasks), n, seed=0).items():
+        # The Gittins baseline runs at params.gittins_discount (default 1 - 1/n, the discount
+        # whose geometric horizon has the trial's mean length; metarl_tf.tasks.bandits).
+        discount = params.get("gittins_discount")
+        for name, totals in bandit_baselines(np.asarray(tasks), n, seed=0,
+                                             discount=discount).items():
             figures[name] = float(np.mean(totals))
     elif config.task == "tabular-mdp":
         from metarl_tf.tasks.tabular_mdp import optimal_return, uniform_random_return
