@@ -206,8 +206,8 @@ def main():
     p.add_argument("--check-steps", type=int, default=1000,
                    help="meta-steps at which the weights are compared first")
     p.add_argument("--quick", action="store_true",
-                   help="quality only, one seed, 100 meta-steps per side (weights compared after 50), 20 "
-                   "test tasks: checks that the comparison runs, not its figures")
+                   help="quality only, one seed, 100 meta-steps per side (weights compared "
+                   "after 50), 20 test tasks: checks that the comparison runs, not its figures")
     p.add_argument("--json", metavar="PATH",
                    help="write the quality figures as one flat JSON dict (the `metarl results` "
                    "script protocol): learner_/fit_mse_after_{0,1,10}, max_weight_diff_early / "

@@ -188,7 +188,8 @@ def maml_rl(row, budget, seed, run_dir, params):
             r0 = curve["returns"][0]
             for k in range(1, n_steps + 1):
                 # The share of the unadapted policy's distance to the oracle that k steps close.
-                figures[f"{prefix}gap_closed_{k}"] = float((curve["returns"][k] - r0) / (oracle - r0))
+                figures[f"{prefix}gap_closed_{k}"] = float((curve["returns"][k] - r0)
+                                                           / (oracle - r0))
         return curve, figures
 
     curve, figures = score(learner)
