@@ -303,7 +303,7 @@ def gittins_index_table(num_pulls: int, discount: float, depth: int | None = Non
                          f"got {discount!r}")
     keep = num_pulls + 2  # Beta states (1 + s, 1 + f) with s + f <= n
     if depth is None:
-        depth = keep + max(int(math.ceil(3.0 / (1.0 - discount))), 100)
+        depth = keep + max(math.ceil(3.0 / (1.0 - discount)), 100)
     args.depth = depth
     check_int(args, "depth", minimum=keep + 1)
     lams = np.linspace(0.0, 1.0, grid + 1)

@@ -118,7 +118,7 @@ def train_comparator(row, budget, seed, run_dir, params, config):
                                       timing)
             extra = {"seconds_per_step": own, f"{name}_seconds_per_step": theirs,
                      "compute_ratio": own / theirs,
-                     f"{name}_steps": max(1, int(round(config.steps * own / theirs)))}
+                     f"{name}_steps": max(1, round(config.steps * own / theirs))}
             os.makedirs(os.path.dirname(match_path), exist_ok=True)
             with open(match_path + ".tmp", "w") as f:
                 json.dump({"key": key, "figures": extra}, f)
