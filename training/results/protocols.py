@@ -15,11 +15,16 @@ named floats (the metric and the baselines) and an optional adaptation curve for
                 with ``params.pretrained``, the MAML paper's pretrained baseline too: the same
                 preset and budget trained with ``inner_steps=0`` (one policy for all tasks), then
                 fine-tuned by the same inner steps on the same test tasks.
-    rl2         RL² trials: total reward per trial, beside Thompson sampling, UCB1, greedy and
-                random (bandits) or the value-iteration optimum and random (tabular MDPs), all on
-                the same test tasks.
+    rl2         RL² trials: total reward per trial, beside the Gittins index policy, Thompson
+                sampling, UCB1, greedy and random (bandits) or the value-iteration optimum and
+                random (tabular MDPs), all on the same test tasks.
     meta_dqn    Meta-DQN: greedy return and success after adapting z on the test tasks.
     script      a benchmark script that writes its figures as JSON (speed, serving, ...).
+
+``supervised`` and ``maml_rl`` also train a comparison learner when ``params.compare_preset`` is
+set (``train_comparator``: another preset at equal meta-steps or at equal training time, e.g. a
+learned update rule against MAML's SGD) and score it on the same test tasks; its figures carry
+the prefix ``params.compare_name``.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -58,6 +64,74 @@ def train_or_resume(config, run_dir: str):
     return restore_learner(run_dir)[1]
 
 
+def seconds_per_step(config, steps: int) -> float:
+    """Seconds per meta-step of a fresh learner of ``config`` in this process: ``steps`` meta-steps
+    timed after ``steps`` more that compile and warm up (one TF thread when the CLI set it)."""
+    from training.config import build_learner
+
+    learner = build_learner(config)
+    learner.train(steps)
+    start = time.perf_counter()
+    learner.train(steps)
+    return (time.perf_counter() - start) / steps
+
+
+def train_comparator(row, budget, seed, run_dir, params, config):
+    """Trains the comparison learner of a row (``params.compare_preset``) beside the row's own and
+    returns ``(name, learner, figures)``.
+
+    ``compare_preset`` with ``compare_set`` overrides, the row's seed, and a meta-step budget set
+    by ``compare_compute``: ``steps`` gives it the row learner's meta-steps (equal steps);
+    ``wall`` gives it the meta-steps that take the row learner's training time, from both
+    learners' seconds per meta-step timed in this process (``timing_steps`` each, after as many to
+    compile), so a costlier rule is compared at equal compute. The matched step count is stored
+    beside the comparator's run directory, so that a resumed run trains to the same count. Figures:
+    ``<name>_steps`` and, for ``wall``, both seconds per meta-step and their ratio
+    ``compute_ratio``.
+    """
+    from training.config import apply_overrides, load_config
+
+    name = str(params.get("compare_name", "compare"))
+    mode = params.get("compare_compute", "steps")
+    if mode not in ("steps", "wall"):
+        raise ValueError(f"results/{row.name}.yaml: `params.compare_compute` must be 'steps' or "
+                         f"'wall', got {mode!r}")
+    base = load_config(params["compare_preset"])
+    overrides = [f"{k}={json.dumps(v)}" for k, v in params.get("compare_set", {}).items()]
+    other = dataclasses.replace(apply_overrides(base, overrides), seed=int(seed),
+                                name=f"{row.name}-{name}")
+    other_dir = f"{run_dir}-{name}"
+    match_path = f"{other_dir}.match.json"  # beside the run: a restarted run keeps it
+    timing = int(params.get("timing_steps", 20))
+    # What the match was measured for: a change of either config or of the timing re-measures.
+    key = json.dumps([config.to_dict(), other.to_dict(), timing], sort_keys=True, default=str)
+    extra = {}
+    if mode == "steps":
+        steps = config.steps
+    else:
+        stored = None
+        if os.path.exists(match_path):
+            with open(match_path) as f:
+                stored = json.load(f)
+        if stored is not None and stored.get("key") == key:
+            extra = stored["figures"]
+        else:
+            own = seconds_per_step(dataclasses.replace(config, name=f"{row.name}-timing"), timing)
+            theirs = seconds_per_step(dataclasses.replace(other, name=f"{row.name}-timing"),
+                                      timing)
+            extra = {"seconds_per_step": own, f"{name}_seconds_per_step": theirs,
+                     "compute_ratio": own / theirs,
+                     f"{name}_steps": max(1, round(config.steps * own / theirs))}
+            os.makedirs(os.path.dirname(match_path), exist_ok=True)
+            with open(match_path + ".tmp", "w") as f:
+                json.dump({"key": key, "figures": extra}, f)
+            os.replace(match_path + ".tmp", match_path)
+        steps = int(extra[f"{name}_steps"])
+    extra = {**extra, f"{name}_steps": float(steps)}
+    other = dataclasses.replace(other, steps=steps)
+    return name, train_or_resume(other, other_dir), extra
+
+
 def _curve_figures(prefix: str, values, steps=None) -> dict:
     steps = range(len(values)) if steps is None else steps
     return {f"{prefix}_after_{k}": float(v) for k, v in zip(steps, values)}
@@ -72,9 +146,17 @@ def supervised(row, budget, seed, run_dir, params):
     n_tasks = int(params.get("eval_tasks", 600))
     n_steps = int(params.get("eval_steps", 10))
     eval_seed = int(params.get("eval_seed", 0))
-    curve = learner.evaluate(num_tasks=n_tasks, num_query=int(params.get("eval_query", 100)),
-                             num_steps=n_steps, seed=eval_seed, split="test")
+
+    def score(trained):
+        return trained.evaluate(num_tasks=n_tasks, num_query=int(params.get("eval_query", 100)),
+                                num_steps=n_steps, seed=eval_seed, split="test")["mse"]
+
+    curve = {"mse": score(learner)}
     figures = _curve_figures("mse", curve["mse"])
+    if "compare_preset" in params:
+        name, other, extra = train_comparator(row, budget, seed, run_dir, params, config)
+        figures.update(_curve_figures(f"{name}_mse", score(other)))
+        figures.update(extra)
     pretrain_steps = int(params.get("pretrain_steps", 0))
     if pretrain_steps:
         # The MAML paper's baseline: one network regressed on all tasks, then fine-tuned by the
@@ -120,21 +202,30 @@ def maml_rl(row, budget, seed, run_dir, params):
     n_steps = int(params.get("eval_steps", 1))
     tasks = learner.tasks.sample(int(params.get("eval_tasks", 40)),
                                  int(params.get("eval_seed", 0)), "test")
-    curve = learner.evaluate(num_steps=n_steps, tasks=tasks, seed=seed)
-    figures = _curve_figures("return", curve["returns"])
-    oracle = curve.get("oracle_return")
-    if oracle is not None:
-        figures["oracle_return"] = float(oracle)
-        r0 = curve["returns"][0]
-        for k in range(1, n_steps + 1):
-            # The share of the unadapted policy's distance to the oracle that k steps close.
-            figures[f"gap_closed_{k}"] = float((curve["returns"][k] - r0) / (oracle - r0))
+
+    def score(trained, prefix=""):
+        curve = trained.evaluate(num_steps=n_steps, tasks=tasks, seed=seed)
+        figures = _curve_figures(f"{prefix}return", curve["returns"])
+        oracle = curve.get("oracle_return")
+        if oracle is not None:
+            figures[f"{prefix}oracle_return"] = float(oracle)
+            r0 = curve["returns"][0]
+            for k in range(1, n_steps + 1):
+                # The share of the unadapted policy's distance to the oracle that k steps close.
+                figures[f"{prefix}gap_closed_{k}"] = float((curve["returns"][k] - r0)
+                                                           / (oracle - r0))
+        return curve, figures
+
+    curve, figures = score(learner)
+    if "compare_preset" in params:
+        name, other, extra = train_comparator(row, budget, seed, run_dir, params, config)
+        figures.update(score(other, f"{name}_")[1])
+        figures.update(extra)
     if params.get("pretrained"):
         joint = dataclasses.replace(config, algorithm_config=dataclasses.replace(
             config.algorithm_config, inner_steps=0))
-        base = train_or_resume(joint, run_dir + "-pretrained").evaluate(
-            num_steps=n_steps, tasks=tasks, seed=seed)
-        figures.update(_curve_figures("pretrained_return", base["returns"]))
+        pretrained = train_or_resume(joint, run_dir + "-pretrained")
+        figures.update(score(pretrained, "pretrained_")[1])
     return figures, {"x": list(range(n_steps + 1)), "y": curve["returns"], "label": "return",
                      "xlabel": "inner steps"}
 
@@ -151,7 +242,11 @@ def rl2(row, budget, seed, run_dir, params):
     if config.task == "bandits":
         from metarl_tf.tasks.bandits import bandit_baselines
 
-        for name, totals in bandit_baselines(np.asarray(tasks), n, seed=0).items():
+        # The Gittins baseline runs at params.gittins_discount (default 1 - 1/n, the discount
+        # whose geometric horizon has the trial's mean length; metarl_tf.tasks.bandits).
+        discount = params.get("gittins_discount")
+        for name, totals in bandit_baselines(np.asarray(tasks), n, seed=0,
+                                             discount=discount).items():
             figures[name] = float(np.mean(totals))
     elif config.task == "tabular-mdp":
         from metarl_tf.tasks.tabular_mdp import optimal_return, uniform_random_return
