@@ -209,3 +209,24 @@ def test_posterior_after_context_beats_the_prior_on_pointnav():
     prior, after = curve["returns"][0], curve["returns"][-1]
     # seed 0: prior -10.8 +- 1.4, after two exploration episodes -5.6 +- 1.8 (ci95)
     assert after > prior + 2.0, curve["returns"]
+
+
+def test_presets_carry_oysters_settings():
+    from training.config import load_config
+
+    cheetah = load_config("pearl-halfcheetah-vel").algorithm_config
+    # OY:configs/cheetah-vel.json (ee4fe88): 100 train tasks, 2000/400/600 steps, context 100
+    assert (cheetah.num_train_tasks, cheetah.num_initial_steps, cheetah.num_steps_prior,
+            cheetah.num_extra_rl_steps_posterior, cheetah.embedding_batch_size) == (
+        100, 2000, 400, 600, 100)
+    # OY:configs/default.py: latent 5, meta-batch 16, kl 0.1, reward scale 5, 2000 steps / iter
+    assert (cheetah.latent_dim, cheetah.meta_batch_size, cheetah.kl_lambda, cheetah.reward_scale,
+            cheetah.num_train_steps_per_itr, cheetah.encoder_hidden) == (
+        5, 16, 0.1, 5.0, 2000, (200, 200, 200))
+    assert load_config("pearl-halfcheetah-vel").network.hidden == (300, 300, 300)
+    ant = load_config("pearl-ant-dir").algorithm_config   # OY:configs/ant-dir.json
+    assert (ant.meta_batch_size, ant.num_train_steps_per_itr, ant.embedding_batch_size) == (
+        4, 4000, 256)
+    point = load_config("pearl-pointnav").algorithm_config  # OY:configs/point-robot.json
+    assert (point.horizon, point.reward_scale, point.num_train_steps_per_itr) == (20, 100.0, 1000)
+    assert load_config("pearl-ml1-reach").task == "ml1"

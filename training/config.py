@@ -360,7 +360,7 @@ from metarl_tf.algorithms.pearl import PEARLConfig, PEARLLearner, make_networks 
 
 ALGORITHMS["pearl"] = (PEARLConfig, PEARLLearner, {}, "pearl")
 EXPORTERS["pearl"] = "export.context_policy:export_context_policy_learner"
-for _task in ("pointnav", "halfcheetah-vel", "halfcheetah-dir", "ant-dir"):
+for _task in ("pointnav", "halfcheetah-vel", "halfcheetah-dir", "ant-dir", "ml1"):
     _kinds = TASKS[_task][1]
     TASKS[_task] = (TASKS[_task][0], ((_kinds,) if isinstance(_kinds, str) else tuple(_kinds))
                     + ("pearl",))
