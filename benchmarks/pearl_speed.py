@@ -21,7 +21,6 @@ the command and date to ``--out``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import os
 import sys
@@ -175,10 +174,10 @@ def main() -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks", "pearl_speed.txt"))
     args = p.parse_args()
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    report = Report(args.out, [f"# date={now} command=benchmarks/pearl_speed.py "
-                               f"{' '.join(sys.argv[1:])}",
-                               f"# tensorflow={tf.__version__} threads=1 cpus={os.cpu_count()} "
-                               "(machine shared with other jobs)"], keep_existing=False)
+    header = [f"# date={now} command=benchmarks/pearl_speed.py {' '.join(sys.argv[1:])}",
+              (f"# tensorflow={tf.__version__} threads=1 cpus={os.cpu_count()} (machine shared "
+               "with other jobs)")]
+    report = Report(args.out, header, keep_existing=False)
     if args.part in ("latency", "all"):
         latency(report, args.repeats)
     if args.part in ("training", "all"):

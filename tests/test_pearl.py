@@ -136,8 +136,8 @@ def test_task_buffers_wrap_clear_and_sample_filled_slots_only():
     ({"latent_dim": 0}, "`latent_dim` must be an integer >= 1, got 0"),
     ({"kl_lambda": -1.0}, r"`kl_lambda` must be a finite number in \[0.0"),
     ({"encoder_hidden": ()}, "`encoder_hidden` must be a non-empty sequence"),
-    ({"meta_batch_size": 8, "num_train_tasks": 4}, r"`meta_batch_size` \(8\) must be <= "
-                                                   r"`num_train_tasks` \(4\)"),
+    ({"meta_batch_size": 8, "num_train_tasks": 4},
+     r"`meta_batch_size` \(8\) must be <= `num_train_tasks` \(4\)"),
     ({"discount": 1.5}, "`discount` must be a finite number"),
     ({"use_information_bottleneck": 1}, "`use_information_bottleneck` must be True or False"),
 ])
@@ -155,7 +155,8 @@ def tiny(num_train_tasks=6, **kw):
     return PEARLConfig(**{**base, **kw})
 
 
-def make_learner(cfg, tasks=PointNavTasks(horizon=10), hidden=(16,), seed=0):
+def make_learner(cfg, tasks=None, hidden=(16,), seed=0):
+    tasks = PointNavTasks(horizon=10) if tasks is None else tasks
     env = tasks.make_env()
     nets = make_networks(2, 2, env.action_space.low, env.action_space.high, cfg.latent_dim,
                          hidden, cfg.encoder_hidden, seed=seed)

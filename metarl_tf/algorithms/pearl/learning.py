@@ -31,7 +31,6 @@ mean of all the context gathered so far.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import keras
