@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # tests check it equals training.config.ALGORITHMS.
 ALGORITHM_NAMES = ("fomaml", "maml", "maml-promp", "maml-trpo", "metasgd", "metasgd-rl", "reptile",
                    "reptile-rl", "metalstm", "metapg", "meta-dqn", "finetune-dqn",
-                   "rl2")
+                   "rl2", "pearl")
 
 EPILOG = """examples:
   metarl train maml-sinusoid --out runs/maml --threads 1
