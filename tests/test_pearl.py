@@ -231,3 +231,20 @@ def test_presets_carry_oysters_settings():
     point = load_config("pearl-pointnav").algorithm_config  # OY:configs/point-robot.json
     assert (point.horizon, point.reward_scale, point.num_train_steps_per_itr) == (20, 100.0, 1000)
     assert load_config("pearl-ml1-reach").task == "ml1"
+
+
+def test_nonfinite_guard_rolls_back_a_bad_iteration():
+    from training.nonfinite import NonFiniteError, NonFiniteGuard
+
+    learner = make_learner(tiny())
+    learner.train(1)
+    before = [v.numpy().copy() for v in learner.actor + learner.q1]
+    # a corrupted reward in every task's buffer makes the critic loss NaN on the next update
+    learner.rl_buffer.reward.assign(tf.fill(tf.shape(learner.rl_buffer.reward), np.nan))
+    guard = NonFiniteGuard(learner, None)
+    with pytest.raises(NonFiniteError, match="qf_loss is nan at meta-step 1; the update was not "
+                                             "applied"):
+        guard.train(1)
+    assert learner.step == 1
+    for a, b in zip(before, learner.actor + learner.q1):
+        np.testing.assert_array_equal(a, b.numpy())
