@@ -149,8 +149,13 @@ def training(report, grad_steps, jit: bool):
            grad_steps_per_cpu_s=round(grad_steps / grad_cpu, 2))
     report(preset_iteration_s=round(iteration_s, 1), env_s=round(per_iter_env / env_rate, 1),
            grad_s=round(cfg.num_train_steps_per_itr / grad_rate, 1))
-    report(preset_initial_collection_s=round(initial_s, 1),
-           preset_500_iterations_h=round((initial_s + 500 * iteration_s) / 3600, 1))
+    iterations = config.steps
+    report(preset_initial_collection_s=round(initial_s, 1), preset_iterations=iterations,
+           preset_env_steps=100 * cfg.num_initial_steps + iterations * per_iter_env,
+           preset_run_h=round((initial_s + iterations * iteration_s) / 3600, 1),
+           preset_run_h_at_cpu_rate=round(
+               (initial_s + iterations * (per_iter_env / env_rate + cfg.num_train_steps_per_itr
+                                          / (grad_steps / grad_cpu))) / 3600, 1))
     learner.close()
 
 
