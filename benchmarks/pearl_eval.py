@@ -66,8 +66,8 @@ def main() -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks", "pearl_eval.txt"))
     args = p.parse_args()
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    report = Report(args.out, [f"# date={now} command=benchmarks/pearl_eval.py "
-                               f"{' '.join(sys.argv[1:])}"])
+    command = " ".join(sys.argv[1:])
+    report = Report(args.out, [f"# date={now} command=benchmarks/pearl_eval.py {command}"])
     finals, priors, tasks_seen, env_steps, horizons = [], [], set(), 0, set()
     for run in args.runs:
         config, learner = restore_learner(run)
