@@ -1,7 +1,7 @@
 """PEARL runs on their test tasks: return under the prior and after context, per seed, vs a target.
 
     .venv/bin/python benchmarks/pearl_eval.py --runs runs/pearl-hcv-s0 runs/pearl-hcv-s1 \
-        runs/pearl-hcv-s2 [--exploration 2] [--repeats 1] [--out docs/benchmarks/pearl_eval.txt]
+        runs/pearl-hcv-s2 [--exploration 2] [--repeats 1] [--out docs/notes/benchmarks/pearl_eval.txt]
 
 Each run directory (``metarl train pearl-... --out RUN --seed S``) is restored from its latest
 checkpoint and evaluated with ``PEARLLearner.evaluate`` (oyster's protocol: ``--exploration``
@@ -9,7 +9,7 @@ episodes of posterior sampling, the first from the prior; deterministic episodes
 posterior mean before and after each) on the family's fixed test tasks:
 
 * HalfCheetahVel: the 40 meta-test velocities of cbfinn/maml_rl (``maml_test_tasks``), the tasks
-  of the MAML-RL / ProMP row (``docs/benchmarks/maml_rl_halfcheetah.txt``: ProMP after one inner
+  of the MAML-RL / ProMP row (``benchmarks/maml_rl_halfcheetah.py``'s output: ProMP after one inner
   step -55.1 on 100-step episodes after ~12.2M environment steps); the target is a higher return
   after context with at most a tenth of those steps.
 * HalfCheetahDir / AntDir: the two directions (``maml_test_tasks``), each ``--repeats`` times
@@ -63,7 +63,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=None,
                    help="times each test task is run (default 10 for the two-direction families, "
                    "else 1)")
-    p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks", "pearl_eval.txt"))
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "notes", "benchmarks",
+                                                 "pearl_eval.txt"))
     args = p.parse_args()
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     command = " ".join(sys.argv[1:])

@@ -1,7 +1,7 @@
 """PEARL: exported adapt latency, training speed on HalfCheetahVel, and buffer / checkpoint sizes.
 
     .venv/bin/python benchmarks/pearl_speed.py [--part latency|training|sizes|all]
-        [--repeats 300] [--grad-steps 100] [--out docs/benchmarks/pearl_speed.txt]
+        [--repeats 300] [--grad-steps 100] [--out docs/notes/benchmarks/pearl_speed.txt]
 
 * ``latency``: the ``pearl-halfcheetah-vel`` networks (fresh weights: the cost does not depend on
   the values) exported as an AdaptableContextPolicy; median per-call time of ``adapt`` on a
@@ -176,7 +176,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=300)
     p.add_argument("--grad-steps", type=int, default=100)
     p.add_argument("--jit", action="store_true", help="XLA-compile the gradient steps")
-    p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks", "pearl_speed.txt"))
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "notes", "benchmarks",
+                                                 "pearl_speed.txt"))
     args = p.parse_args()
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     header = [f"# date={now} command=benchmarks/pearl_speed.py {' '.join(sys.argv[1:])}",
