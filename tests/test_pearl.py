@@ -139,6 +139,7 @@ def test_task_buffers_wrap_clear_and_sample_filled_slots_only():
     ({"meta_batch_size": 8, "num_train_tasks": 4},
      r"`meta_batch_size` \(8\) must be <= `num_train_tasks` \(4\)"),
     ({"discount": 1.5}, "`discount` must be a finite number"),
+    ({"num_initial_steps": 0}, "`num_initial_steps` must be an integer >= 1, got 0"),
     ({"use_information_bottleneck": 1}, "`use_information_bottleneck` must be True or False"),
 ])
 def test_config_refuses_bad_values_by_name(kwargs, message):

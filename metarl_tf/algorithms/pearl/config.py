@@ -34,7 +34,7 @@ class PEARLConfig:
     # cheetah-vel.json n_train_tasks 100; default.py's 2 is cheetah-dir's).
     meta_batch_size: int = 16  # Tasks per gradient step (OY:default meta_batch; 4 for ant-dir).
     num_initial_steps: int = 2000  # Transitions per training task collected with z ~ prior
-    # before the first iteration (OY:default).
+    # before the first iteration (OY:default); >= 1, so every task has data when sampled.
     num_tasks_sample: int = 5  # Training tasks whose data is refreshed per iteration (OY:default).
     num_steps_prior: int = 400  # Transitions per sampled task with z ~ prior; they also refill
     # the task's encoder buffer (OY:default).
@@ -81,10 +81,10 @@ class PEARLConfig:
                              f"{self.encoder_hidden!r}")
         for name in ("latent_dim", "num_train_tasks", "meta_batch_size", "num_tasks_sample",
                      "num_steps_prior", "num_train_steps_per_itr", "batch_size",
-                     "embedding_batch_size", "replay_capacity", "num_envs",
+                     "embedding_batch_size", "replay_capacity", "num_envs", "num_initial_steps",
                      "train_steps_per_call"):
             check_int(self, name)
-        for name in ("num_initial_steps", "num_steps_posterior", "num_extra_rl_steps_posterior",
+        for name in ("num_steps_posterior", "num_extra_rl_steps_posterior",
                      "horizon", "num_exp_traj_eval"):
             check_int(self, name, minimum=0)
         for name in ("use_information_bottleneck", "use_next_obs_in_context", "auto_entropy",
@@ -104,6 +104,3 @@ class PEARLConfig:
         if self.num_tasks_sample > self.num_train_tasks:
             raise ValueError(f"`num_tasks_sample` ({self.num_tasks_sample}) must be <= "
                              f"`num_train_tasks` ({self.num_train_tasks})")
-        if self.num_initial_steps + self.num_steps_prior + self.num_steps_posterior < 1:
-            raise ValueError("`num_initial_steps` + `num_steps_prior` + `num_steps_posterior` "
-                             "must be >= 1 (the encoder needs context)")
