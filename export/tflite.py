@@ -520,6 +520,10 @@ def module_from_saved_model(path: str, min_std: float = 1e-6) -> _Module:
 
     meta = read_metadata(path) or {}
     kind = meta.get("kind")
+    if kind == "AdaptableContextPolicy":  # PEARL: forward only (export/context_policy.py)
+        from export.context_policy import tflite_module
+
+        return tflite_module(path)
     if kind not in ("AdaptableRegressor", "AdaptablePolicy", "AdaptableQNetwork"):
         raise ValueError(f"{path}: TFLite adapt supports AdaptableRegressor, AdaptablePolicy and "
                          f"AdaptableQNetwork exports, this one is {kind!r}")

@@ -122,6 +122,12 @@ TINY = {
     "rl2": ["--steps", "1"] + [x for kv in ("meta_batch_size=2", "episodes_per_trial=2",
                                             "num_epochs=1", "num_minibatches=1")
                                for x in ("--set", f"algorithm_config.{kv}")],
+    "pearl": ["--steps", "1"] + [x for kv in (
+        "num_train_tasks=2", "meta_batch_size=2", "num_tasks_sample=1", "num_initial_steps=5",
+        "num_steps_prior=5", "num_extra_rl_steps_posterior=5", "horizon=5",
+        "num_train_steps_per_itr=2", "batch_size=4", "embedding_batch_size=4",
+        "replay_capacity=20", "encoder_hidden=[8]", "num_envs=1")
+        for x in ("--set", f"algorithm_config.{kv}")],
 }
 out = {}
 for name in list_presets():

@@ -29,7 +29,7 @@ PRESET_DIR = os.path.join(os.path.dirname(__file__), "configs")
 # tests check it equals training.config.ALGORITHMS.
 ALGORITHM_NAMES = ("fomaml", "maml", "maml-promp", "maml-trpo", "metasgd", "metasgd-rl", "reptile",
                    "reptile-rl", "metalstm", "metapg", "meta-dqn", "finetune-dqn",
-                   "rl2")
+                   "rl2", "pearl")
 
 EPILOG = """examples:
   metarl train maml-sinusoid --out runs/maml --threads 1

@@ -353,3 +353,36 @@ def _build_rl2_learner(config: ExperimentConfig, tasks, strategy=None):
 
 
 LEARNER_BUILDERS["rl2"] = _build_rl2_learner
+
+
+# -- PEARL (off-policy meta-RL with a probabilistic context encoder) -----------------------------
+from metarl_tf.algorithms.pearl import PEARLConfig, PEARLLearner, make_networks  # noqa: E402
+
+ALGORITHMS["pearl"] = (PEARLConfig, PEARLLearner, {}, "pearl")
+EXPORTERS["pearl"] = "export.context_policy:export_context_policy_learner"
+for _task in ("pointnav", "halfcheetah-vel", "halfcheetah-dir", "ant-dir", "ml1"):
+    _kinds = TASKS[_task][1]
+    TASKS[_task] = (TASKS[_task][0], ((_kinds,) if isinstance(_kinds, str) else tuple(_kinds))
+                    + ("pearl",))
+
+
+def _build_pearl_learner(config: ExperimentConfig, tasks, strategy=None):
+    """PEARL: encoder, actor and twin critics sized by the family's spaces; ``network`` sets the
+    actor's and critics' widths, ``algorithm_config.encoder_hidden`` the encoder's."""
+    if strategy is not None:
+        raise ValueError("`distribute` applies to the supervised learners only; PEARL runs on one "
+                         "device (set distribute: none)")
+    cfg, net = config.algorithm_config, config.network
+    if cfg.horizon:
+        tasks = dataclasses.replace(tasks, horizon=cfg.horizon)
+    env = tasks.make_env()
+    space, obs_dim = env.action_space, int(env.observation_space.shape[0])
+    env.close()
+    networks = make_networks(obs_dim, int(space.shape[0]), space.low, space.high, cfg.latent_dim,
+                             net.hidden, cfg.encoder_hidden, net.activation,
+                             cfg.use_information_bottleneck, cfg.use_next_obs_in_context,
+                             seed=config.seed)
+    return PEARLLearner(networks, tasks, cfg, seed=config.seed)
+
+
+LEARNER_BUILDERS["pearl"] = _build_pearl_learner
