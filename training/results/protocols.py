@@ -19,6 +19,8 @@ named floats (the metric and the baselines) and an optional adaptation curve for
                 sampling, UCB1, greedy and random (bandits) or the value-iteration optimum and
                 random (tabular MDPs), all on the same test tasks.
     meta_dqn    Meta-DQN: greedy return and success after adapting z on the test tasks.
+    pearl       PEARL (oyster's protocol): deterministic return under the prior (z = its mean) and
+                after each exploration episode of posterior sampling, on the test tasks.
     script      a benchmark script that writes its figures as JSON (speed, serving, ...).
 
 ``supervised`` and ``maml_rl`` also train a comparison learner when ``params.compare_preset`` is
@@ -274,6 +276,20 @@ def meta_dqn(row, budget, seed, run_dir, params):
                      "xlabel": "inner steps on z"}
 
 
+def pearl(row, budget, seed, run_dir, params):
+    config = resolve_config(row, budget, seed)
+    learner = train_or_resume(config, run_dir)
+    tasks = learner.tasks.sample(int(params.get("eval_tasks", 30)),
+                                 int(params.get("eval_seed", 0)), "test")
+    curve = learner.evaluate(num_steps=params.get("eval_steps"), tasks=tasks, seed=seed)
+    figures = _curve_figures("return", curve["returns"])
+    figures["return_prior"] = float(curve["returns"][0])
+    figures["return_posterior"] = float(curve["returns"][-1])
+    figures["env_steps"] = float(learner.env_steps.numpy())  # training steps used (the cost)
+    return figures, {"x": list(range(len(curve["returns"]))), "y": curve["returns"],
+                     "label": "return", "xlabel": "exploration episodes of context"}
+
+
 def script(row, budget, seed, run_dir, params):
     """Runs ``params.script`` with ``params.args`` (``{seed}`` and ``{json}`` substituted) in a
     fresh interpreter; the script writes a flat JSON dict of figures to ``{json}``."""
@@ -291,4 +307,4 @@ def script(row, budget, seed, run_dir, params):
 
 
 PROTOCOL_FNS = {"supervised": supervised, "maml_rl": maml_rl, "rl2": rl2, "meta_dqn": meta_dqn,
-                "script": script}
+                "pearl": pearl, "script": script}
