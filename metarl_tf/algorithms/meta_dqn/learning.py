@@ -33,7 +33,7 @@ from metarl_tf.algorithms.meta_dqn.config import MetaDQNConfig
 from metarl_tf.algorithms.meta_dqn.losses import (adapt_embedding, embedding_rule, finetune,
                                                   head_loss, inner_loss, outer_td_loss)
 from metarl_tf.networks.q_network import TaskConditionedQNetwork, q_values
-from metarl_tf.rollouts.replay import LoopState, TaskReplayBuffer, Transitions, collect
+from metarl_tf.rollouts.replay import LoopState, TaskReplayBuffer, Transitions, collect, init_loop
 
 ADAPTATIONS = ("z", "finetune")
 
@@ -179,7 +179,7 @@ class MetaDQNLearner:
         self.replay = TaskReplayBuffer(n, cfg.replay_capacity, tasks.obs_dim, name="replay")
         self.random_buffer = TaskReplayBuffer(n, cfg.random_buffer_size, tasks.obs_dim,
                                               name="random")
-        loop = dqn.init_loop(self.env, self.pool, fold_seed(self._base_seed, 1))
+        loop = init_loop(self.env, self.pool, fold_seed(self._base_seed, 1))
         self.loop = [tf.Variable(x, trainable=False, name=f"loop_{i}") for i, x in enumerate(loop)]
         self.z_act = tf.Variable(tf.zeros([n, cfg.z_dim]), trainable=False, name="z_act")
         self._train_fn = tf.function(lambda n: many_iterations(self._iteration, n),

@@ -192,3 +192,39 @@ def test_evaluate_counts_the_support_it_adapts_on_and_the_finetune_baseline(tiny
     assert fine["per_task"][0] == z["per_task"][0]
     with pytest.raises(ValueError, match="`adaptation_mode` must be one of"):
         base.evaluate(num_tasks=1, adaptation_mode="maml")
+
+
+def test_no_other_module_reaches_into_the_learners_private_members(repo_root):
+    """Private members of the Meta-DQN learners (``_name`` methods and attributes) are used only
+    through ``self`` inside ``metarl_tf/algorithms/meta_dqn/``: everything else (training, export,
+    benchmarks, tests) uses the public surface (``adapt``, ``adapt_batch``, ``q_values``,
+    ``update_rule``, ``meta``, ``checkpoint_items``, ``evaluate``)."""
+    import ast
+    import glob
+    import os
+
+    package = os.path.join(repo_root, "metarl_tf", "algorithms", "meta_dqn")
+    private = set()
+    for path in glob.glob(os.path.join(package, "*.py")):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ClassDef):
+                for item in ast.walk(node):
+                    name = (item.name if isinstance(item, ast.FunctionDef) else
+                            item.attr if isinstance(item, ast.Attribute)
+                            and isinstance(item.value, ast.Name) and item.value.id == "self"
+                            else "")
+                    if name.startswith("_") and not name.startswith("__"):
+                        private.add(name)
+    assert {"_iteration", "_train_fn", "_support_sample"} <= private  # the scan finds them
+    offenders = []
+    for folder in ("metarl_tf", "training", "export", "benchmarks", "tests"):
+        for path in glob.glob(os.path.join(repo_root, folder, "**", "*.py"), recursive=True):
+            if os.path.commonpath([path, package]) == package:
+                continue
+            for node in ast.walk(ast.parse(open(path).read())):
+                if (isinstance(node, ast.Attribute) and node.attr in private
+                        and not (isinstance(node.value, ast.Name)
+                                 and node.value.id in ("self", "cls"))):
+                    offenders.append(f"{os.path.relpath(path, repo_root)}:{node.lineno} "
+                                     f".{node.attr}")
+    assert not offenders, offenders
