@@ -418,7 +418,7 @@ class q_network_module(_Module):  # noqa: N801
     ``concat(observation, z) -> Dense(h, act)... -> Dense(num_actions)``, ``params = [W_0
     [obs_dim + z_dim, h_1], b_0, ..., W_out, b_out]`` (rows ``obs_dim..`` of ``W_0`` multiply z).
     The TD target bootstraps from the same network and z (no target network on a device), as
-    ``metarl_tf.algorithms.meta_dqn.inner_td_loss`` does; tested equal to ``export.qnetwork``.
+    ``metarl_tf.algorithms.meta_dqn.losses.inner_td_loss`` does; tested equal to ``export.qnetwork``.
 
     Args:
       params: the network's weights in that order.

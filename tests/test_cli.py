@@ -117,8 +117,8 @@ TINY = {
            "--set", "algorithm_config.episodes_per_task=2", "--set", "algorithm_config.horizon=5"],
     "dqn": ["--steps", "2"] + [x for kv in (
         "num_train_tasks=2", "meta_batch_size=2", "support_size=8", "random_buffer_size=8",
-        "query_batch_size=4", "replay_capacity=16", "prefill_steps=4", "steps_per_execution=2",
-        "eval_episodes=1", "jit_compile=false") for x in ("--set", f"algorithm_config.{kv}")],
+        "replay_capacity=16", "steps_per_execution=2", "jit_compile=false")
+        for x in ("--set", f"algorithm_config.{kv}")],
     "rl2": ["--steps", "1"] + [x for kv in ("meta_batch_size=2", "episodes_per_trial=2",
                                             "num_epochs=1", "num_minibatches=1")
                                for x in ("--set", f"algorithm_config.{kv}")],

@@ -21,7 +21,7 @@ from metarl_tf.algorithms import (MAMLConfig, MAMLLearner, MetaSGDConfig, MetaSG
                                   ReptileConfig, ReptileLearner)
 from metarl_tf.algorithms.maml_rl import (MAMLRLConfig, MAMLRLLearner, MetaSGDRLLearner,
                                           ReptileRLConfig, ReptileRLLearner)
-from metarl_tf.algorithms.meta_dqn import MetaDQNConfig, MetaDQNLearner
+from metarl_tf.algorithms.meta_dqn import FineTuneDQNLearner, MetaDQNConfig, MetaDQNLearner
 from metarl_tf.algorithms.rl2 import RL2Config, RL2Learner, rl2_policy_for
 from metarl_tf.networks import gaussian_mlp_policy, mlp
 from metarl_tf.networks.q_network import TaskConditionedQNetwork
@@ -44,8 +44,7 @@ ALGORITHMS = {
     "reptile-rl": (ReptileRLConfig, ReptileRLLearner, {}, "rl"),
     "meta-dqn": (MetaDQNConfig, MetaDQNLearner, {}, "dqn"),
     # the fine-tuning baseline: a task-agnostic DQN on all train tasks, fine-tuned whole at test
-    "finetune-dqn": (MetaDQNConfig, MetaDQNLearner,
-                     {"inner_steps": 0, "eval_adaptation": "finetune"}, "dqn"),
+    "finetune-dqn": (MetaDQNConfig, FineTuneDQNLearner, {"inner_steps": 0}, "dqn"),
     "rl2": (RL2Config, RL2Learner, {}, "rl2"),
 }
 # name -> (attribute of metarl_tf.tasks, kind or tuple of kinds); MuJoCo / Meta-World families
@@ -193,6 +192,8 @@ def _from_dict(cls, data: dict, where: str):
     if not isinstance(data, dict):
         raise ValueError(f"`{where}` must be a mapping, got {type(data).__name__}")
     names = [f.name for f in dataclasses.fields(cls) if f.init]
+    if hasattr(cls, "upgrade_fields"):  # a config that dropped fields reads older files
+        data = cls.upgrade_fields(data)
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in `{where}`; valid keys: {names}")
@@ -325,7 +326,8 @@ def _build_dqn_learner(config: ExperimentConfig, tasks, strategy=None):
     network = TaskConditionedQNetwork(tasks.obs_dim, tasks.num_actions,
                                       config.algorithm_config.z_dim, net.hidden, net.activation,
                                       seed=config.seed)
-    return MetaDQNLearner(network, tasks, config.algorithm_config, seed=config.seed)
+    learner_cls = ALGORITHMS[config.algorithm][1]
+    return learner_cls(network, tasks, config.algorithm_config, seed=config.seed)
 
 
 LEARNER_BUILDERS["dqn"] = _build_dqn_learner
