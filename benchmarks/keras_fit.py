@@ -128,7 +128,7 @@ def throughput(steps, repeats):
         emit(f"{name}_cpu_us_per_meta_step", statistics.median(cpu[name]))
         emit(f"{name}_meta_steps_per_s_median", medians[name])
     for name in ("fit", "fit_seeds"):
-        per_round = [f / l for f, l in zip(rates[name], rates["learner"])]
+        per_round = [f / lr for f, lr in zip(rates[name], rates["learner"])]
         emit(f"ratio_{name}_per_round", ",".join(f"{r:.3f}" for r in per_round))
         emit(f"ratio_{name}_per_round_median", statistics.median(per_round))
         # CPU per meta-step is steadier than wall time on a shared machine: learner / fit.

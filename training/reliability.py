@@ -191,7 +191,7 @@ def corrupt_and_resume(base, reference, seed: int) -> dict:
     proc = _metarl(["train", "--resume", run_dir, "--steps", "60", "--quiet", "--threads", "1"])
     recovered = proc.returncode == 0 and "could not be restored" in proc.stderr
     return {"recovered": recovered, "equal": recovered and _summary(run_dir) == reference,
-            "warning": next((l for l in proc.stderr.splitlines() if "warning" in l), "")}
+            "warning": next((line for line in proc.stderr.splitlines() if "warning" in line), "")}
 
 
 # -- exports ------------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def _policy_export(path):
     for key, fn in loaded.signatures.items():
         valid[key] = {name: _valid_value(spec, episodes=3, horizon=5)
                       for name, spec in fn.structured_input_signature[1].items()}
-    for name, spec in loaded.signatures["action_with_params"].structured_input_signature[1].items():
+    for name in loaded.signatures["action_with_params"].structured_input_signature[1]:
         if name == "params":  # the flat parameters that adapt returns
             valid["action_with_params"][name] = loaded.signatures["adapt"](
                 **valid["adapt"])["params"].numpy()
