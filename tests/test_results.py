@@ -131,3 +131,17 @@ def test_every_row_runs_at_the_quick_budget(row, tmp_path):
                            log=lambda m: None) == []
     text = report.write_report([row], records, str(tmp_path / "RESULTS.md"), budget="quick")
     assert row.name in text
+
+
+def test_a_live_lock_skips_the_seed_and_a_dead_one_is_taken_over(tmp_path):
+    row = next(r for r in ROWS if r.name == "rl2-bandits-n10-k5")
+    runs, records = tmp_path / "runs", str(tmp_path / "records")
+    lock = runs / "quick" / row.name / "seed0.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(str(os.getpid()))  # this test's own process: alive
+    logged = []
+    assert runner.run_rows([row], "quick", records, str(runs), log=logged.append) == []
+    assert logged == [f"{row.name} seed 0: another process is running it, skipped"]
+    lock.write_text("999999999")  # no such process: a killed run's stale lock
+    assert len(runner.run_rows([row], "quick", records, str(runs), log=lambda m: None)) == 1
+    assert not lock.exists()

@@ -96,6 +96,33 @@ def definition_hash(defn: dict) -> str:
     return hashlib.sha256(json.dumps(defn, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _claim(run_dir: str) -> bool:
+    """Takes ``run_dir``'s lock (a file holding this process's id); False when a live process
+    holds it (two ``metarl results`` sharing rows never train one run directory at once). A lock
+    left by a killed process is taken over."""
+    path = run_dir + ".lock"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with open(path) as f:
+            os.kill(int(f.read().strip() or 0), 0)
+        return False  # the holder is alive
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    except PermissionError:
+        return False
+    with open(path + f".{os.getpid()}", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + f".{os.getpid()}", path)
+    return True
+
+
+def _release(run_dir: str) -> None:
+    try:
+        os.remove(run_dir + ".lock")
+    except FileNotFoundError:
+        pass
+
+
 def run_rows(rows: list[Row], budget: str, records_dir: str, runs_dir: str,
              seeds: int | None = None, first_seed: int = 0, rerun: bool = False,
              command: str = "", log=print) -> list[dict]:
@@ -112,11 +139,17 @@ def run_rows(rows: list[Row], budget: str, records_dir: str, runs_dir: str,
                                  and r["definition_hash"] == key for r in existing):
                 log(f"{row.name} seed {seed}: recorded, skipped")
                 continue
-            log(f"{row.name} seed {seed}: running ({budget} budget)")
             run_dir = os.path.join(runs_dir, budget, row.name, f"seed{seed}")
+            if not _claim(run_dir):
+                log(f"{row.name} seed {seed}: another process is running it, skipped")
+                continue
+            log(f"{row.name} seed {seed}: running ({budget} budget)")
             start = time.perf_counter()
-            figures, curve = protocols.PROTOCOL_FNS[row.protocol](row, budget, seed, run_dir,
-                                                                 params)
+            try:
+                figures, curve = protocols.PROTOCOL_FNS[row.protocol](row, budget, seed, run_dir,
+                                                                     params)
+            finally:
+                _release(run_dir)
             record = {"row": row.name, "budget": budget, "seed": seed, "figures": figures,
                       "curve": curve, "wall_s": round(time.perf_counter() - start, 1),
                       "definition_hash": key, **defn, "command": command, **provenance()}
