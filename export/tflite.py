@@ -709,4 +709,12 @@ class TFLiteModel:
             steps = int(feeds["num_steps"])
             if steps < 0 or (self.max_num_steps is not None and steps > self.max_num_steps):
                 raise ValueError(f"num_steps must be in [0, {self.max_num_steps}], got {steps}")
-        return runner(**feeds)
+        out = runner(**feeds)
+        # As the SavedModels' in-graph checks: never hand out inf/NaN (a TFLite graph has no
+        # CheckNumerics op, so the check runs here).
+        for key, value in out.items():
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise FloatingPointError(
+                    f"output `{key}` of {signature!r} is not finite: inputs too large, or too many "
+                    "num_steps for the inner rate(s)")
+        return out
