@@ -562,7 +562,9 @@ def _verify(module, m, kind, meta, tol=1e-4):
     pairs = []
     if kind == "AdaptableRegressor":
         d_out = int(module.weights[-1].shape[-1])
-        args = (x, rng.normal(size=(6, d_out)).astype(f32), x[:3], tf.constant(2))
+        # 2 steps, or fewer when the export's validated bound is lower (export.step_bounds)
+        steps = min(2, int(meta.get("max_num_steps", 2)))
+        args = (x, rng.normal(size=(6, d_out)).astype(f32), x[:3], tf.constant(steps))
         pairs.append((module.adapt(*args)["y"], m.signatures["adapt"](
             support_x=args[0], support_y=args[1], query_x=args[2], num_steps=args[3])["y"]))
         pairs.append((module.serving_default(x)["y"], m.signatures["serving_default"](x=x)["y"]))
