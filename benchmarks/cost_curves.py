@@ -18,7 +18,8 @@ a child process, since a process's thread count is fixed when TensorFlow starts)
   iteration, GRU 64, in-graph rollouts, ``RL2Config()`` PPO), against the trial length (pulls).
 
 Each point: built, one or two warm-up calls (tracing / XLA compilation), then the median of
-``--repeats`` timed calls. For every consecutive pair of points the local growth exponent
+``--repeats`` timed calls, in process CPU seconds (one thread: the figure other jobs on a shared
+machine disturb least) and wall seconds; the two-thread rows compare wall seconds. For every consecutive pair of points the local growth exponent
 ``log(t2 / t1) / log(x2 / x1)`` is printed (1: linear; above 1: worse than linear).
 
 Outputs in ``--out-dir``: ``cost_curves.txt`` (the table), ``cost_curves.json`` (every figure) and
@@ -71,16 +72,19 @@ POINTNAV = {
 RL2 = {"trial_length": ("pulls per trial, 100 trials", [10, 25, 50, 100], [5, 10])}
 
 
-def timed(call, repeats: int, warmup: int) -> float:
-    """Median seconds of ``call()`` over ``repeats`` calls after ``warmup`` calls."""
+def timed(call, repeats: int, warmup: int) -> tuple[float, float]:
+    """Median (wall seconds, process CPU seconds) of ``call()`` over ``repeats`` calls after
+    ``warmup`` calls. With one TF thread the CPU time is the figure other jobs on the machine
+    disturb least (a wall second shared with them is not all ours)."""
     for _ in range(warmup):
         call()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def sinusoid_point(sweep: str, x: int, first_order: bool, repeats: int) -> float:
@@ -99,7 +103,8 @@ def sinusoid_point(sweep: str, x: int, first_order: bool, repeats: int) -> float
     else:
         hidden = (x, x)
     learner = MAMLLearner(mlp(1, 1, hidden=hidden), SinusoidTasks(), MAMLConfig(**fields))
-    return timed(lambda: learner.train(10), repeats, warmup=2) / 10
+    wall, cpu = timed(lambda: learner.train(10), repeats, warmup=2)
+    return wall / 10, cpu / 10
 
 
 def pointnav_point(sweep: str, x: int, repeats: int) -> float:
@@ -138,9 +143,12 @@ def run_curves(args) -> dict:
     curves = {}
 
     def record(name, label, x, seconds):
-        curves.setdefault(name, {"x_label": label, "points": []})["points"].append([x, seconds])
-        print(f"{name} x={x} seconds={seconds:.6g} loadavg_1min={os.getloadavg()[0]:.2f}",
-              flush=True)
+        wall, cpu = seconds
+        curve = curves.setdefault(name, {"x_label": label, "points": [], "wall_points": []})
+        curve["points"].append([x, cpu if THREADS == 1 else wall])
+        curve["wall_points"].append([x, wall])
+        print(f"{name} x={x} wall_s={wall:.6g} cpu_s={cpu:.6g} "
+              f"loadavg_1min={os.getloadavg()[0]:.2f}", flush=True)
 
     if "sinusoid" in only:
         for sweep, spec in SINUSOID.items():
@@ -165,21 +173,23 @@ def table(curves: dict, two_threads: dict) -> list[str]:
     lines = []
     for name, curve in curves.items():
         pts = curve["points"]
-        lines.append(f"# {name}: seconds per meta-step/iteration vs {curve['x_label']}")
+        lines.append(f"# {name}: CPU ms (one thread) and wall ms per meta-step/iteration vs "
+                     f"{curve['x_label']}")
         slopes = exponents(pts) if len(pts) > 1 else []
-        for i, (x, t) in enumerate(pts):
+        for i, ((x, t), (_, w)) in enumerate(zip(pts, curve["wall_points"])):
             extra = f"  growth_exponent_from_previous={slopes[i - 1]:.2f}" if i else ""
             if slopes and i and slopes[i - 1] > 1.1:
                 extra += "  (worse than linear)"
-            lines.append(f"{name} x={x} ms={1e3 * t:.3f}{extra}")
+            lines.append(f"{name} x={x} cpu_ms={1e3 * t:.3f} wall_ms={1e3 * w:.3f}{extra}")
         if len(pts) > 1:
             (x0, t0), (x1, t1) = pts[0], pts[-1]
             lines.append(f"{name} overall_exponent={math.log(t1 / t0) / math.log(x1 / x0):.2f} "
                          f"time_ratio={t1 / t0:.2f} work_ratio={x1 / x0:.2f}")
         if name in two_threads:
             x2, t2 = two_threads[name]
-            lines.append(f"{name} x={x2} two_threads_ms={1e3 * t2:.3f} "
-                         f"speedup_two_over_one={pts[-1][1] / t2:.2f}")
+            w1 = curve["wall_points"][-1][1]
+            lines.append(f"{name} x={x2} two_threads_wall_ms={1e3 * t2:.3f} one_thread_wall_ms="
+                         f"{1e3 * w1:.3f} speedup_two_over_one={w1 / t2:.2f}")
     return lines
 
 
@@ -208,7 +218,7 @@ def plot(curves: dict, path: str) -> None:
         ax.loglog(xs, [ms[0] * x / xs[0] for x in xs], "k:", label="linear from first point")
         ax.set_title(key, fontsize=10)
         ax.set_xlabel(members[0][1]["x_label"])
-        ax.set_ylabel("ms per meta-step / iteration")
+        ax.set_ylabel("CPU ms per meta-step / iteration")
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")

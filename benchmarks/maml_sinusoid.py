@@ -20,9 +20,12 @@ What is measured:
   TF 50, JAX 50 in turn (alternating, so load changes hit both sides); ``--rounds`` rounds; the
   figures are medians over rounds and the ratios are TF / JAX of the medians (also per round). The
   1-minute load average is printed with every round: the machine is shared.
+* **per CPU second** (``*_meta_steps_per_cpu_s``, ``ratio_vs_jax_*_cpu``; not with ``--tiny``): TF's
+  process CPU time over the timed calls; JAX's from the CPU time of a peer run of 2N steps minus
+  one of N steps (start-up and compilation cancel). A shared machine disturbs these least.
 * **the floor**: FLOPs per meta-step, counted from the dot ops of the XLA-optimised HLO of TF's
-  meta-gradient (``2 * output size * contracted size`` per dot; the elementwise ops and Adam add
-  well under 5%), against this machine's single-thread matmul rate (an XLA-compiled 256^3 matmul,
+  meta-gradient (``2 * output size * contracted size`` per dot; elementwise ops and Adam are not
+  counted), against this machine's single-thread matmul rate (an XLA-compiled 256^3 matmul,
   and the workload's own batched shapes). ``floor_us_per_meta_step`` is FLOPs / the 256^3 rate;
   ``*_floor_fraction`` is how much of each side's time that floor is.
 * without ``--tiny``: FOMAML and Meta-SGD at 50 per call, the exported ``adapt`` latency;
@@ -38,7 +41,7 @@ import argparse
 import json
 import math
 import os
-import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -63,6 +66,9 @@ from metarl_tf.networks import mlp  # noqa: E402
 from metarl_tf.params import mse  # noqa: E402
 from metarl_tf.tasks import SinusoidTasks  # noqa: E402
 from metarl_tf.tasks.regression import sample_task_batch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _hlo import dot_flops  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ../shared beside the main checkout; ../../shared beside a worktree under wt/
@@ -128,17 +134,29 @@ class Variant:
 
 
 def run_peer(python, script, impl, steps, per_call=1):
-    """Runs one peer implementation; returns its meta-steps per second (nan on failure)."""
+    """Runs one peer implementation; returns (its meta-steps per second, the child's CPU seconds
+    from start to exit) -- (nan, nan) on failure."""
     cmd = [python, script, impl, "--threads", "1", "--steps", str(steps)]
     if per_call != 1:
         cmd += ["--steps-per-call", str(per_call)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines or not lines[-1].startswith("meta_steps_per_s="):
         print(f"# peer {impl} failed (rc={proc.returncode}): {' '.join(cmd)}\n"
               f"# {proc.stderr.strip()[-2000:]}", file=sys.stderr, flush=True)
-        return float("nan")
-    return float(lines[-1].split("=", 1)[1])
+        return float("nan"), float("nan")
+    return float(lines[-1].split("=", 1)[1]), cpu
+
+
+def peer_cpu_rate(python, script, steps, per_call):
+    """JAX meta-steps per CPU second: the CPU time of a run of ``2 * steps`` minus that of a run
+    of ``steps`` (start-up, compilation and warm-up cancel), over ``steps``."""
+    _, short = run_peer(python, script, "jax", steps, per_call)
+    _, long = run_peer(python, script, "jax", 2 * steps, per_call)
+    return steps / (long - short) if long > short else float("nan")
 
 
 def adapt_latency(learner, calls=200):
@@ -177,33 +195,6 @@ def adapt_latency(learner, calls=200):
 
 
 # -- the floor -------------------------------------------------------------------------------------
-_DEF = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]")
-_DOT = re.compile(r"\bdot\(%([\w.\-]+),")
-_CONTRACT = re.compile(r"lhs_contracting_dims=\{([\d,]*)\}")
-
-
-def dot_flops(hlo_text: str) -> tuple[int, int]:
-    """``(sum 2 * |output| * |contracted|, number of dots)`` over the dot ops of an HLO module's
-    text (the lhs shape is looked up by the operand's name). Each dot line is counted once: right
-    for a module without loops (the meta-gradient of a one-step MAML has none)."""
-    shapes, total, count = {}, 0, 0
-    lines = hlo_text.splitlines()
-    for line in lines:
-        m = _DEF.search(line)
-        if m:
-            shapes[m.group(1)] = [int(d) for d in m.group(2).split(",") if d]
-    for line in lines:
-        d, m = _DOT.search(line), _DEF.search(line)
-        if not (d and m):
-            continue
-        lhs, out = shapes[d.group(1)], shapes[m.group(1)]
-        c = _CONTRACT.search(line)
-        contracted = [lhs[int(i)] for i in c.group(1).split(",") if i] if c else []
-        total += 2 * math.prod(out) * math.prod(contracted)
-        count += 1
-    return total, count
-
-
 def meta_step_flops(learner) -> tuple[int, int]:
     """(matmul FLOPs of one meta-gradient, dot ops) from the XLA-optimised HLO."""
     cfg = learner.config
@@ -242,15 +233,20 @@ def like_for_like(args) -> None:
                                                                          True, 50)}
     tf_steps = {1: 200 if args.tiny else 1000, 50: 500 if args.tiny else 2500}
     jax_steps = {1: 300 if args.tiny else 2000, 50: 500 if args.tiny else 3000}
-    runs = {k: [] for k in ("tf_1", "jax_1", "tf_50", "jax_50")}
+    runs = {k: [] for k in ("tf_1", "jax_1", "tf_50", "jax_50", "tf_cpu_1", "jax_cpu_1",
+                            "tf_cpu_50", "jax_cpu_50")}
     for r in range(args.rounds):
         load = os.getloadavg()[0]
         for per_call in (1, 50):
-            runs[f"tf_{per_call}"].append(timed_rate(learners[per_call].learner,
-                                                     tf_steps[per_call], per_call)[0])
+            rate, util = timed_rate(learners[per_call].learner, tf_steps[per_call], per_call)
+            runs[f"tf_{per_call}"].append(rate)
+            runs[f"tf_cpu_{per_call}"].append(rate / util)  # meta-steps per CPU second
             if args.peers:
                 runs[f"jax_{per_call}"].append(run_peer(args.peers, args.peer_script, "jax",
-                                                        jax_steps[per_call], per_call))
+                                                        jax_steps[per_call], per_call)[0])
+                if not args.tiny:
+                    runs[f"jax_cpu_{per_call}"].append(peer_cpu_rate(
+                        args.peers, args.peer_script, jax_steps[per_call], per_call))
         line = " ".join(f"{k}={v[-1]:.0f}" for k, v in runs.items() if v)
         print(f"# round {r + 1}: {line} loadavg_1min={load:.2f}->{os.getloadavg()[0]:.2f}",
               flush=True)
@@ -267,6 +263,14 @@ def like_for_like(args) -> None:
             emit(f"ratio_vs_jax_{per_call}_per_call", tf_rate / jax_rate)
             emit(f"ratio_vs_jax_{per_call}_per_call_by_round", ",".join(
                 f"{t / j:.2f}" for t, j in zip(runs[f"tf_{per_call}"], runs[f"jax_{per_call}"])))
+        # per CPU second: the figures a shared machine disturbs least (same rounds)
+        emit(f"tf_{per_call}_per_call_meta_steps_per_cpu_s",
+             statistics.median(runs[f"tf_cpu_{per_call}"]))
+        if runs[f"jax_cpu_{per_call}"]:
+            jax_cpu = statistics.median(runs[f"jax_cpu_{per_call}"])
+            emit(f"jax_{per_call}_per_call_meta_steps_per_cpu_s", jax_cpu)
+            emit(f"ratio_vs_jax_{per_call}_per_call_cpu",
+                 FIGURES[f"tf_{per_call}_per_call_meta_steps_per_cpu_s"] / jax_cpu)
     flops, dots = meta_step_flops(learners[1].learner)
     rates = matmul_rates(5 if args.tiny else 20)
     emit("flops_per_meta_step", flops)

@@ -165,14 +165,16 @@ def adapt_rows(emit, base, fm, rule, inputs, repeats, rounds) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=None, help="calls per timing (200; --tiny: 30)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--tiny", action="store_true", help="30 repeats, 1 round, adapt rows only")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks", "serving.txt"))
     p.add_argument("--json", help="also write the figures as one JSON dict to this file")
     args = p.parse_args()
     if args.tiny:
-        args.repeats, args.rounds = 30, 1
+        args.rounds = 1
+    if args.repeats is None:
+        args.repeats = 30 if args.tiny else 200
     lines = []
 
     def emit(line):
