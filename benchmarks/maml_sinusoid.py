@@ -20,9 +20,10 @@ What is measured:
   TF 50, JAX 50 in turn (alternating, so load changes hit both sides); ``--rounds`` rounds; the
   figures are medians over rounds and the ratios are TF / JAX of the medians (also per round). The
   1-minute load average is printed with every round: the machine is shared.
-* **per CPU second** (``*_meta_steps_per_cpu_s``, ``ratio_vs_jax_*_cpu``; not with ``--tiny``): TF's
-  process CPU time over the timed calls; JAX's from the CPU time of a peer run of 2N steps minus
-  one of N steps (start-up and compilation cancel). A shared machine disturbs these least.
+* **per CPU second** (``*_meta_steps_per_cpu_s``): TF's process CPU time over the timed calls; with
+  ``--peer-cpu`` (not with ``--tiny``) also JAX's, from the CPU time of a peer run of 2N steps
+  minus one of N steps (start-up and compilation cancel, up to their run-to-run variation, which is
+  large next to N = 2000-3000 steps: read ``ratio_vs_jax_*_cpu`` with care).
 * **the floor**: FLOPs per meta-step, counted from the dot ops of the XLA-optimised HLO of TF's
   meta-gradient (``2 * output size * contracted size`` per dot; elementwise ops and Adam are not
   counted), against this machine's single-thread matmul rate (an XLA-compiled 256^3 matmul,
@@ -244,7 +245,7 @@ def like_for_like(args) -> None:
             if args.peers:
                 runs[f"jax_{per_call}"].append(run_peer(args.peers, args.peer_script, "jax",
                                                         jax_steps[per_call], per_call)[0])
-                if not args.tiny:
+                if args.peer_cpu and not args.tiny:
                     runs[f"jax_cpu_{per_call}"].append(peer_cpu_rate(
                         args.peers, args.peer_script, jax_steps[per_call], per_call))
         line = " ".join(f"{k}={v[-1]:.0f}" for k, v in runs.items() if v)
@@ -299,6 +300,8 @@ def main():
     p.add_argument("--sweep", action="store_true",
                    help="also time jit_compile x steps_per_execution 1/10/50")
     p.add_argument("--torch", action="store_true", help="also run the torch.func and l2l peers")
+    p.add_argument("--peer-cpu", action="store_true",
+                   help="also JAX meta-steps per CPU second (two more peer runs per mode and round)")
     p.add_argument("--steps", type=int, default=3000, help="--sweep: timed meta-steps per repeat")
     p.add_argument("--budget", type=float, default=2.0,
                    help="--sweep: seconds one timing repeat may take; caps slow variants' steps")
