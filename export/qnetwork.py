@@ -89,6 +89,9 @@ class AdaptableQNetwork(tf.Module):
         def outputs(observation, z):
             q = q_values([tf.convert_to_tensor(p) for p in self.params], observation[None],
                          z[None], act)[0]
+            # Finite but huge inputs can overflow: refuse to answer rather than act on inf/NaN.
+            q = tf.debugging.check_numerics(q, "q_values is not finite: inputs (observation or z) "
+                                               "too large")
             return {"action": tf.argmax(q, axis=-1, output_type=tf.int32), "q_values": q}
 
         specs = qnetwork_specs(obs_dim, z_dim)
@@ -142,7 +145,10 @@ class AdaptableQNetwork(tf.Module):
                                 self.discount, inner_loss_kind=self.inner_loss, head=head,
                                 normalize_grad=self.normalize_grad, activation=act,
                                 huber_delta=self.huber_delta, first_order=True).params[0]
-            return {"z": z[0]}
+            # Finite but huge transitions (or large inner rates) can overflow z: refuse to answer
+            # rather than hand out a non-finite embedding.
+            return {"z": tf.debugging.check_numerics(z[0], "z is not finite: inputs too large, or "
+                                                           "too many num_steps for the inner rate")}
 
         self.serving_default = serving_default
         self.action_with_z = action_with_z
@@ -161,6 +167,9 @@ class AdaptableQNetwork(tf.Module):
                 "reward_head": self.reward_head,
                 "normalize_inner_grad": self.normalize_grad,
                 "max_num_steps": self.max_num_steps, "signatures": sorted(self.signatures()),
+                # not validated on tasks (only the supervised export is, export.step_bounds); the
+                # in-graph output checks still refuse any non-finite answer
+                "step_bound": {"requested": self.max_num_steps, "validated": False},
                 **rule_metadata(self)}
 
     def save(self, path: str, extra_metadata: dict | None = None) -> None:
