@@ -116,6 +116,10 @@ def test_every_row_runs_at_the_quick_budget(row, tmp_path):
     new = runner.run_rows([row], "quick", records, str(tmp_path / "runs"), log=lambda m: None)
     assert [r["seed"] for r in new] == [0]
     (rec,) = runner.read_records(records, row.name)
+    if rec["figures"].get("peers_missing"):
+        # a speed row run where the JAX peer is not installed: its ratios are absent, not invented
+        assert not any(k.startswith("ratio_vs_jax") for k in rec["figures"])
+        return
     assert row.metric in rec["figures"]
     for name in row.baselines:
         assert name in rec["figures"], name

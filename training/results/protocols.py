@@ -290,12 +290,24 @@ def pearl(row, budget, seed, run_dir, params):
                      "label": "return", "xlabel": "exploration episodes of context"}
 
 
+PEERS_PYTHON = os.environ.get("METARL_PEERS_PYTHON", os.path.join(".venv-peers", "venv", "bin",
+                                                                   "python"))
+
+
 def script(row, budget, seed, run_dir, params):
-    """Runs ``params.script`` with ``params.args`` (``{seed}`` and ``{json}`` substituted) in a
-    fresh interpreter; the script writes a flat JSON dict of figures to ``{json}``."""
+    """Runs ``params.script`` with ``params.args`` in a fresh interpreter; the script writes a
+    flat JSON dict of figures to ``{json}``. Substituted: ``{seed}``, ``{json}``, ``{dir}`` (the
+    run directory) and ``{peers}``, the interpreter of the peer implementations
+    (``../shared/peers/setup.sh``; ``$METARL_PEERS_PYTHON`` or ``.venv-peers/venv/bin/python``).
+    Without that interpreter ``params.peer_args`` are left out and the record says
+    ``peers_missing: 1`` (the row's ratio is then absent, never invented)."""
     os.makedirs(run_dir, exist_ok=True)
     out = os.path.join(run_dir, "figures.json")
-    args = [str(a).format(seed=seed, json=out) for a in params.get("args", [])]
+    raw = list(params.get("args", []))
+    peers_missing = bool(params.get("peer_args")) and not os.path.exists(PEERS_PYTHON)
+    if params.get("peer_args") and not peers_missing:
+        raw += list(params["peer_args"])
+    args = [str(a).format(seed=seed, json=out, dir=run_dir, peers=PEERS_PYTHON) for a in raw]
     cmd = [sys.executable, params["script"], *args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -303,7 +315,11 @@ def script(row, budget, seed, run_dir, params):
     with open(out) as f:
         figures = json.load(f)
     curve = figures.pop("curve", None)
-    return {k: float(v) for k, v in figures.items()}, curve
+    numbers = {k: float(v) for k, v in figures.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if peers_missing:
+        numbers["peers_missing"] = 1.0
+    return numbers, curve
 
 
 PROTOCOL_FNS = {"supervised": supervised, "maml_rl": maml_rl, "rl2": rl2, "meta_dqn": meta_dqn,
