@@ -119,21 +119,17 @@ def training(report, grad_steps, jit: bool):
     learner = build_learner(config)
     cfg = learner.config
     t = time.perf_counter()
-    learner._collect(np.arange(16), 200, False, True, np.random.default_rng(0), 1)  # noqa: SLF001
+    learner.collect(np.arange(16), 200, False, True, np.random.default_rng(0), 1)
     fill_s = time.perf_counter() - t
     fill_steps = int(learner.env_steps.numpy())
     learner.initialized.assign(True)
     t = time.perf_counter()
-    learner._collect(np.arange(5), 400, True, False, np.random.default_rng(1), 2)  # noqa: SLF001
+    learner.collect(np.arange(5), 400, True, False, np.random.default_rng(1), 2)
     post_s = time.perf_counter() - t
     post_steps = int(learner.env_steps.numpy()) - fill_steps
-    learner._train_fn(tf.constant(5, tf.int32))   # trace  # noqa: SLF001
+    learner.gradient_steps(5)   # trace
     t, cpu = time.perf_counter(), time.process_time()
-    done = 0
-    while done < grad_steps:
-        chunk = min(cfg.train_steps_per_call, grad_steps - done)
-        learner._train_fn(tf.constant(chunk, tf.int32))  # noqa: SLF001
-        done += chunk
+    learner.gradient_steps(grad_steps)
     grad_s, grad_cpu = time.perf_counter() - t, time.process_time() - cpu
     env_rate = (fill_steps + post_steps) / (fill_s + post_s)
     grad_rate = grad_steps / grad_s

@@ -251,9 +251,21 @@ class PEARLLearner:
                 self.enc_buffer.add(task, batch)
         self.env_steps.assign_add(int(data["mask"].sum()))
 
-    def _collect(self, task_ids, num_steps: int, posterior: bool, encoder: bool,
-                 rng: np.random.Generator, seed: int) -> list[float]:
-        """Episodes of the given training tasks with z from the prior or the posterior."""
+    def gradient_steps(self, count: int) -> dict:
+        """``count`` SAC + encoder gradient steps, ``train_steps_per_call`` per compiled call;
+        returns the last call's losses."""
+        done, out = 0, {}
+        while done < count:
+            chunk = min(self.config.train_steps_per_call, count - done)
+            out = self._train_fn(tf.constant(chunk, tf.int32))
+            done += chunk
+        return out
+
+    def collect(self, task_ids, num_steps: int, posterior: bool, encoder: bool,
+                rng: np.random.Generator, seed: int) -> list[float]:
+        """Episodes of the given training tasks with z from the prior or the posterior, written to
+        their replay buffers (and, with ``encoder``, their encoder buffers); returns the episode
+        returns. One phase of an iteration's data collection, public for benchmarks."""
         cfg, latent = self.config, self.networks.latent_dim
         returns = []
         for episode in range(self._episodes(num_steps)):
@@ -288,21 +300,17 @@ class PEARLLearner:
         rng = np.random.default_rng([self.seed, it, 7])
         if not bool(self.initialized.numpy()):
             all_tasks = np.arange(cfg.num_train_tasks)
-            self._collect(all_tasks, cfg.num_initial_steps, False, True,
+            self.collect(all_tasks, cfg.num_initial_steps, False, True,
                           np.random.default_rng([self.seed, 0, 3]), self.seed + 12345)
             self.initialized.assign(True)
         chosen = np.sort(rng.choice(cfg.num_train_tasks, cfg.num_tasks_sample, replace=False))
         for task in chosen:
             self.enc_buffer.clear(task)
-        prior = self._collect(chosen, cfg.num_steps_prior, False, True, rng, seed + 1)
-        post = self._collect(chosen, cfg.num_steps_posterior, True, True, rng, seed + 2)
-        post += self._collect(chosen, cfg.num_extra_rl_steps_posterior, True, False, rng,
+        prior = self.collect(chosen, cfg.num_steps_prior, False, True, rng, seed + 1)
+        post = self.collect(chosen, cfg.num_steps_posterior, True, True, rng, seed + 2)
+        post += self.collect(chosen, cfg.num_extra_rl_steps_posterior, True, False, rng,
                               seed + 3)
-        done, out = 0, {}
-        while done < cfg.num_train_steps_per_itr:
-            chunk = min(cfg.train_steps_per_call, cfg.num_train_steps_per_itr - done)
-            out = self._train_fn(tf.constant(chunk, tf.int32))
-            done += chunk
+        out = self.gradient_steps(cfg.num_train_steps_per_itr)
         self.step_counter.assign_add(1)
         metrics = {k: float(v) for k, v in out.items()}
         metrics["return_prior"] = float(np.mean(prior)) if prior else float("nan")
