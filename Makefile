@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,mujoco,metaworld,serving]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,mujoco,metaworld,serving,ray]"
 	touch $(STAMP)
 
 # The RL story: meta-train MAML-TRPO on PointNav, export, adapt the SavedModel to new goals.
