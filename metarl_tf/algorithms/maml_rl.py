@@ -227,6 +227,10 @@ class MAMLRLLearner:
       seed: base seed; iteration ``n`` samples tasks and noise from ``(seed, n)``.
       vector_env: for the gymnasium path: sub-environments from ``make_vector_env`` (default: one
         per task of the meta-batch, built from ``tasks.make_env``).
+      sampler: for the gymnasium path, what collects the episodes instead of ``vector_env``: a
+        ``LocalSampler`` (``keyed=True`` seeds each episode by task and index) or a ``RaySampler``
+        (``metarl_tf.rollouts.ray_sampler``: environment stepping on Ray actors, the same episodes
+        as the keyed local sampler).
 
     Example::
 
@@ -240,7 +244,7 @@ class MAMLRLLearner:
     config_type = MAMLRLConfig
 
     def __init__(self, policy: keras.Model, tasks, config, seed: int = 0,
-                 vector_env: gymnasium.vector.VectorEnv | None = None):
+                 vector_env: gymnasium.vector.VectorEnv | None = None, sampler=None):
         if not isinstance(policy, keras.Model):
             raise TypeError(f"`policy` must be a keras.Model, got {type(policy).__name__}")
         if not isinstance(config, self.config_type):
@@ -253,7 +257,14 @@ class MAMLRLLearner:
         self.fmodel = FunctionalModel(policy)
         self.apply_fn, self.distribution = pg_losses.resolve_policy(policy)
         self.baseline = LinearFeatureBaseline()
-        self.in_graph = vector_env is None and isinstance(tasks, PointNavTasks)
+        if sampler is not None and not callable(getattr(sampler, "collect", None)):
+            raise TypeError(f"`sampler` must have a `collect` method (LocalSampler, RaySampler), "
+                            f"got {type(sampler).__name__}")
+        if sampler is not None and vector_env is not None:
+            raise ValueError("give `vector_env` or `sampler`, not both (a LocalSampler wraps a "
+                             "vector env)")
+        self.sampler = sampler
+        self.in_graph = vector_env is None and sampler is None and isinstance(tasks, PointNavTasks)
         if self.in_graph:
             if self.distribution != "gaussian":
                 raise ValueError("in-graph PointNav needs a Gaussian policy (gaussian_mlp_policy)")
@@ -263,7 +274,7 @@ class MAMLRLLearner:
                 if not callable(getattr(tasks, method, None)):
                     raise TypeError(f"`tasks` must have a `{method}` method (RLTaskFamily), got "
                                     f"{type(tasks).__name__}")
-            if vector_env is None:
+            if vector_env is None and sampler is None:
                 vector_env = make_vector_env(tasks.make_env, num_envs=config.meta_batch_size)
         self.vector_env = vector_env
         self.env_faults = EnvFaults()   # recovered env faults; the `env_faults` metric
@@ -441,6 +452,11 @@ class MAMLRLLearner:
 
     def _collect(self, params, tasks, seed: int, episodes_per_task: int,
                  deterministic: bool = False) -> Episodes:
+        if self.sampler is not None:
+            return self.sampler.collect(self.apply_fn, self.distribution, params, tasks,
+                                        episodes_per_task, self.config.horizon, seed,
+                                        deterministic=deterministic, faults=self.env_faults,
+                                        max_env_faults=getattr(self.config, "max_env_faults", 3))
         policy = policy_from_params(self.apply_fn, params, self.distribution, seed=seed,
                                     deterministic=deterministic)
         return collect_episodes(self.vector_env, policy, tasks, episodes_per_task,
