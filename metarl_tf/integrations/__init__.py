@@ -1,0 +1,1 @@
+"""Adapters to other ecosystems' protocols (Meta-World's evaluation: ``integrations.metaworld``)."""
