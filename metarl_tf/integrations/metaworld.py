@@ -84,6 +84,7 @@ class ProtocolConfig:
     evaluation_episodes: int = 3  # Finished episodes scored per class per round (MW default 3).
     max_episode_steps: int = MAX_PATH_LENGTH  # Episode length (MW: max_path_length, 500).
     reward_function_version: str = "v2"  # Meta-World's reward version (its default, v2).
+    num_goals: int = 50  # Goals generated per class (Meta-World's _N_GOALS, 50; fewer: tests).
 
     def __post_init__(self):
         if self.benchmark not in PROTOCOL_BENCHMARKS:
@@ -91,7 +92,7 @@ class ProtocolConfig:
                              f"{self.benchmark!r}")
         check_int(self, "benchmark_seed", minimum=0)
         for name in ("meta_batch_size", "total_tasks_per_cls", "num_evals", "adaptation_episodes",
-                     "evaluation_episodes", "max_episode_steps"):
+                     "evaluation_episodes", "max_episode_steps", "num_goals"):
             check_int(self, name)
         check_int(self, "adaptation_steps", minimum=0)
         if self.max_episode_steps > MAX_PATH_LENGTH:
@@ -100,6 +101,9 @@ class ProtocolConfig:
         if self.reward_function_version not in REWARD_VERSIONS:
             raise ValueError(f"`reward_function_version` must be one of {REWARD_VERSIONS}, got "
                              f"{self.reward_function_version!r}")
+        if self.total_tasks_per_cls > self.num_goals:
+            raise ValueError(f"`total_tasks_per_cls` ({self.total_tasks_per_cls}) must be <= "
+                             f"`num_goals` ({self.num_goals})")
         if self.meta_batch_size % NUM_TEST_CLASSES:
             raise ValueError(f"`meta_batch_size` must be a multiple of the {NUM_TEST_CLASSES} test "
                              f"classes, got {self.meta_batch_size}")
@@ -148,7 +152,7 @@ def make_protocol_envs(config: ProtocolConfig, split: str = "test",
         raise ValueError(f"`split` must be one of {PROTOCOL_SPLITS}, got {split!r}")
     mw_split = "test" if split == "test" else "train"
     seed = config.split_seed(split)
-    benchmark = MetaWorldTasks(config.benchmark, None).build(seed)
+    benchmark = MetaWorldTasks(config.benchmark, None, num_goals=config.num_goals).build(seed)
     return metaworld._make_ml_envs_inner(
         benchmark, meta_batch_size=config.split_meta_batch_size(split), seed=seed,
         total_tasks_per_cls=config.total_tasks_per_cls, split=mw_split,
