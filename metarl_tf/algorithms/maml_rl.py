@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import NamedTuple, Protocol, Sequence
 
 import gymnasium
@@ -278,6 +279,9 @@ class MAMLRLLearner:
                 vector_env = make_vector_env(tasks.make_env, num_envs=config.meta_batch_size)
         self.vector_env = vector_env
         self.env_faults = EnvFaults()   # recovered env faults; the `env_faults` metric
+        # Wall seconds of the last gymnasium-path iteration: {"sampling", "inner", "outer"}
+        # (episode collection; preparation + inner steps; the outer update incl. its preparation).
+        self.timings: dict = {}
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self._make_extra_variables()
         self._make_outer_state()
@@ -466,6 +470,8 @@ class MAMLRLLearner:
     def _gym_iteration(self):
         cfg = self.config
         step = self.step
+        clock = {"sampling": 0.0, "inner": 0.0, "outer": 0.0}
+        t0 = time.perf_counter()
         tasks = list(self.tasks.sample(cfg.meta_batch_size, self._gym_seed(1, step, 0), "train"))
         policy, extra = self._split(self._theta())
         params = self.fmodel.tile(policy, cfg.meta_batch_size)
@@ -473,11 +479,20 @@ class MAMLRLLearner:
         for k in range(cfg.inner_steps):
             episodes = self._collect(params, tasks, self._gym_seed(1, step, k + 1),
                                      cfg.episodes_per_task)
+            t1 = time.perf_counter()
             batch, params = self._prepare_adapt_fn(params, episodes, extra)
             pre.append(batch)
+            t2 = time.perf_counter()
+            clock["sampling"] += t1 - t0
+            clock["inner"] += t2 - t1
+            t0 = t2
         episodes = self._collect(params, tasks, self._gym_seed(1, step, cfg.inner_steps + 1),
                                  cfg.episodes_per_task)
+        t1 = time.perf_counter()
         metrics = self._outer_fn(tuple(pre), self._prepare_fn(params, episodes))
+        clock["sampling"] += t1 - t0
+        clock["outer"] = time.perf_counter() - t1
+        self.timings = clock
         self.step_counter.assign_add(1)
         return metrics
 

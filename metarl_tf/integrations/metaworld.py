@@ -234,7 +234,10 @@ def format_protocol(result: dict) -> str:
         line = f"split={split} success={r['success']:.4f}"
         if "unadapted_success" in r:
             line += f" unadapted_success={r['unadapted_success']:.4f}"
-        line += f" mean_return={r['mean_return']:.1f} seconds={r['seconds']:.0f}"
+        line += f" mean_return={r['mean_return']:.1f}"
+        if "unadapted_mean_return" in r:
+            line += f" unadapted_mean_return={r['unadapted_mean_return']:.1f}"
+        line += f" seconds={r['seconds']:.0f}"
         lines.append(line)
         for name, value in r["per_task"].items():
             extra = (f" unadapted={r['unadapted_per_task'][name]:.4f}"
