@@ -123,7 +123,7 @@ def main():
             agent, envs, num_evals=a.num_evals, adaptation_steps=steps,
             adaptation_episodes=a.adaptation_episodes, evaluation_episodes=a.evaluation_episodes)
         envs.close()
-        print(f"{label}: meta-test success {success:.4f}, mean return {mean_return:.1f}")
+        print(f"{label}: meta-test success {success:.4f}, mean return {mean_return:.6f}")
         for name, value in sorted(per_task.items()):
             print(f"  {name}: {value:.4f}")
 
