@@ -2,8 +2,9 @@
 
 usage:
     python benchmarks/ml10_throughput.py [--tasks 20] [--episodes 1] [--horizon 500] [--repeats 2]
-        [--iteration-episodes 2] [--full-iteration] [--ml45-workers 2 4 8 16 32]
-        [--out benchmarks/results/ml10_throughput]
+        [--iteration-episodes 2] [--full-iteration] [--iterations 2] [--skip-collection]
+        [--skip-iteration] [--ml45-workers 2 4 8 16 32]
+        [--out docs/benchmarks/ml10_throughput]
 
 Part 1, env steps per second collecting ML10 (``ML10Tasks``, Meta-World's train tasks,
 ``--tasks`` tasks stratified over the 10 classes, ``--episodes`` episodes of ``--horizon`` steps
@@ -21,8 +22,9 @@ same episodes (checked: the rewards are compared).
 Part 2, the per-iteration time split of MAML-TRPO on ML10 (the ``maml-trpo-ml10`` preset's settings
 except ``episodes_per_task=--iteration-episodes``; ``--full-iteration`` uses the preset's 10), from
 ``MAMLRLLearner.timings``: sampling (both collections), inner step (preparation + adaptation),
-outer step (preparation + TRPO), for the second iteration (the first traces the TF functions). The
-full preset's sampling is projected by scaling the measured sampling by ``10 / episodes``.
+outer step (preparation + TRPO), for the last of ``--iterations`` iterations (the first also traces
+the TF functions: ~15 s here). With fewer episodes than the preset's 10 the full preset is
+projected by scaling every part by ``10 / episodes``.
 
 Part 3, projected seconds per MAML-TRPO iteration on ML45 (same settings: 200,000 env steps per
 iteration) on N Ray workers: ``200000 / (N * r1 * e) + learner``, with ``r1`` the measured 1-worker
@@ -75,6 +77,43 @@ def time_collections(sampler, apply_fn, params, tasks, episodes, horizon, repeat
             "mean_steps_per_s": steps / float(np.mean(seconds))}, result
 
 
+def iteration_part(a, report, out):
+    """Part 2: the MAML-TRPO iteration split; returns the projected learner seconds (or None)."""
+    learner_s = None
+    if not a.skip_iteration:
+        episodes = 10 if a.full_iteration else a.iteration_episodes
+        cfg = MAMLRLConfig(outer="trpo", meta_batch_size=20, episodes_per_task=episodes,
+                           horizon=500, inner_lr=0.1, max_kl=0.01)
+        report(f"# part 2: MAML-TRPO ML10 iteration, 20 tasks x {episodes} episodes x 500 steps "
+               f"(x2 collections), keyed local sampler; load before: {load()}")
+        sampler = LocalSampler(make_vector_env(ML10Tasks().make_env, num_envs=20), keyed=True)
+        learner = MAMLRLLearner(gaussian_mlp_policy(39, 4, (100, 100), "tanh", seed=0),
+                                ML10Tasks(), cfg, seed=0, sampler=sampler)
+        splits = []
+        for i in range(a.iterations):
+            t0 = time.perf_counter()
+            learner.train(1)
+            total = time.perf_counter() - t0
+            splits.append({**learner.timings, "total": total})
+            report(iteration=i + 1, **{k: round(v, 2) for k, v in splits[-1].items()},
+                   load=load())
+        t = splits[-1]
+        scale = 10 / episodes
+        projected = {"sampling": t["sampling"] * scale, "inner": t["inner"] * scale,
+                     "outer": t["outer"] * scale}
+        projected["total"] = sum(projected.values())
+        learner_s = projected["inner"] + projected["outer"]
+        out["iteration"] = {"episodes_per_task": episodes, "measured": splits,
+                            "projected_full_preset": projected,
+                            "note": "projection scales every part linearly with episodes"}
+        report(projected_full_preset_s=round(projected["total"], 1),
+               sampling_s=round(projected["sampling"], 1), inner_s=round(projected["inner"], 1),
+               outer_s=round(projected["outer"], 1),
+               hours_for_300_iterations=round(300 * projected["total"] / 3600, 1))
+
+    return learner_s
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", type=int, default=20)
@@ -84,8 +123,10 @@ def main():
     p.add_argument("--iteration-episodes", type=int, default=2)
     p.add_argument("--full-iteration", action="store_true")
     p.add_argument("--skip-iteration", action="store_true")
+    p.add_argument("--skip-collection", action="store_true", help="parts 2 only")
+    p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--ml45-workers", type=int, nargs="+", default=[2, 4, 8, 16, 32])
-    p.add_argument("--out", default="benchmarks/results/ml10_throughput")
+    p.add_argument("--out", default="docs/benchmarks/ml10_throughput")
     a = p.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -106,6 +147,10 @@ def main():
     params = [np.asarray(x) for x in fmodel.tile(fmodel.params(), a.tasks)]
     apply_fn = policy_apply_fn(model)
     rates = {}
+    if a.skip_collection:
+        iteration_part(a, report, out)
+        finish(a, report, out)
+        return
     report(f"# part 1: ML10 collection, {a.tasks} tasks x {a.episodes} episodes x {a.horizon} "
            f"steps; load before: {load()}")
     local = LocalSampler(make_vector_env(family.make_env, num_envs=a.tasks), keyed=True)
@@ -137,38 +182,7 @@ def main():
     report(ray2_over_ray1_best=round(speedup, 3), target=1.6, met=speedup >= 1.6,
            same_episodes_local_ray1_ray2=same)
 
-    # -- part 2: MAML-TRPO iteration split ------------------------------------------------------
-    learner_s = None
-    if not a.skip_iteration:
-        episodes = 10 if a.full_iteration else a.iteration_episodes
-        cfg = MAMLRLConfig(outer="trpo", meta_batch_size=20, episodes_per_task=episodes,
-                           horizon=500, inner_lr=0.1, max_kl=0.01)
-        report(f"# part 2: MAML-TRPO ML10 iteration, 20 tasks x {episodes} episodes x 500 steps "
-               f"(x2 collections), keyed local sampler; load before: {load()}")
-        sampler = LocalSampler(make_vector_env(ML10Tasks().make_env, num_envs=20), keyed=True)
-        learner = MAMLRLLearner(gaussian_mlp_policy(39, 4, (100, 100), "tanh", seed=0),
-                                ML10Tasks(), cfg, seed=0, sampler=sampler)
-        splits = []
-        for i in range(2):
-            t0 = time.perf_counter()
-            learner.train(1)
-            total = time.perf_counter() - t0
-            splits.append({**learner.timings, "total": total})
-            report(iteration=i + 1, **{k: round(v, 2) for k, v in splits[-1].items()},
-                   load=load())
-        t = splits[-1]
-        scale = 10 / episodes
-        projected = {"sampling": t["sampling"] * scale, "inner": t["inner"] * scale,
-                     "outer": t["outer"] * scale}
-        projected["total"] = sum(projected.values())
-        learner_s = projected["inner"] + projected["outer"]
-        out["iteration"] = {"episodes_per_task": episodes, "measured": splits,
-                            "projected_full_preset": projected,
-                            "note": "projection scales every part linearly with episodes"}
-        report(projected_full_preset_s=round(projected["total"], 1),
-               sampling_s=round(projected["sampling"], 1), inner_s=round(projected["inner"], 1),
-               outer_s=round(projected["outer"], 1),
-               hours_for_300_iterations=round(300 * projected["total"] / 3600, 1))
+    learner_s = iteration_part(a, report, out)
 
     # -- part 3: ML45 projection ---------------------------------------------------------------
     r1 = rates["ray-1"]["best_steps_per_s"]
@@ -182,6 +196,10 @@ def main():
                hours_for_300_iterations=round(300 * seconds / 3600, 2))
     out["ml45_projection"] = {"per_worker_steps_per_s": r1, "efficiency": eff,
                               "learner_s": learner_s, "seconds_per_iteration": proj}
+    finish(a, report, out)
+
+
+def finish(a, report, out):
     out["load_end"] = load()
     with open(a.out + ".json", "w") as f:
         json.dump(out, f, indent=2)

@@ -1,4 +1,4 @@
-"""Scores an exported ML10 policy with Meta-World's own evaluator, using only TensorFlow + Meta-World.
+"""Scores an exported ML10 policy with Meta-World's own evaluator, with only TensorFlow + Meta-World.
 
     python examples/ml10_client.py EXPORT_DIR [--num-evals 10] [--meta-batch-size 20]
         [--total-tasks-per-cls 40] [--max-episode-steps 500] [--seed 0] [--unadapted]

@@ -4,7 +4,7 @@ The score is ``metaworld.evaluation.metalearning_evaluation`` (Meta-World 3.1.1)
 vector environments::
 
     envs = gymnasium.make_vec("Meta-World/ML10-test", seed=0, meta_batch_size=20,
-                              total_tasks_per_cls=40)        # 5 test classes x 4 sub-envs x 10 goals
+                              total_tasks_per_cls=40)   # 5 test classes x 4 sub-envs x 10 goals
     success, mean_return, per_task = metalearning_evaluation(agent, envs, num_evals=10,
         adaptation_steps=1, adaptation_episodes=10, evaluation_episodes=3)
 

@@ -9,15 +9,15 @@ sub-environment whose episode ended keeps being stepped (the vector env auto-res
 are masked out. When ``E`` is a multiple of ``T`` every sub-environment keeps its task across waves.
 
 The result has fixed shapes ``[T, N, H, ...]`` whatever the episode lengths, so a compiled train step
-never retraces.
+never retraces. In error messages "step k" is the k-th ``step`` call of an episode (1-based): the
+reward of step k sits at time index ``k - 1`` of ``Episodes``.
 
 Given ``task_keys`` (integer keys of the tasks, e.g. their indices in the meta-batch), every episode
 is seeded by ``(seed, task key, episode index)`` alone: its sub-environment's reset
 (``episode_seed``) and, for a keyed policy (``policy_from_params(..., keyed=True)``), its action
 noise. The episodes then do not depend on which sub-environment, wave or process runs them, which
 is what lets ``RaySampler`` (``metarl_tf.rollouts.ray_sampler``) split a meta-batch over workers
-and still return exactly the local sampler's episodes. In error messages "step k" is the k-th ``step`` call of an episode (1-based): the
-reward of step k sits at time index ``k - 1`` of ``Episodes``.
+and still return exactly the local sampler's episodes.
 
 Example::
 

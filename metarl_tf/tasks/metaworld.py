@@ -40,8 +40,8 @@ This module gives the two pieces the samplers need:
 * ``ML10Tasks()`` / ``ML45Tasks()``: the two official families at the paper settings (500 steps).
 
 Building a benchmark runs Meta-World's goal generation (measured here: ~6 s for ML10, ~30 s for
-ML45; ML1 a few seconds); it is done once per process and cached. An environment whose task is set before its first
-``reset`` (the sampler's order) never builds one.
+ML45; ML1 a few seconds); it is done once per process and cached. An environment whose task is set
+before its first ``reset`` (the sampler's order) never builds one.
 
 Example::
 
