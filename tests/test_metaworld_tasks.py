@@ -133,8 +133,8 @@ def test_collect_episodes_drives_it(ml1):
 def test_bad_input(ml1, ml10):
     with pytest.raises(ValueError, match="valid names: .*reach-v3"):
         MetaWorldTasks("ML1", "reach-v9")
-    with pytest.raises(ValueError, match="benchmark"):
-        MetaWorldTasks("ML45", None)
+    with pytest.raises(ValueError, match="`benchmark` must be one of \\('ML1', 'ML10', 'ML45'\\)"):
+        MetaWorldTasks("ML25", None)
     with pytest.raises(ValueError, match="env_name"):
         MetaWorldTasks("ML10", "reach-v3")
     with pytest.raises(ValueError, match="horizon"):
