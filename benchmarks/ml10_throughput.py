@@ -67,7 +67,7 @@ def load() -> str:
 def time_collections(sampler, apply_fn, params, tasks, episodes, horizon, repeats):
     sampler.collect(apply_fn, "gaussian", params, tasks, episodes, horizon, seed=0)   # warm-up
     seconds, result = [], None
-    for r in range(repeats):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         result = sampler.collect(apply_fn, "gaussian", params, tasks, episodes, horizon, seed=0)
         seconds.append(time.perf_counter() - t0)
