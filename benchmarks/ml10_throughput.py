@@ -15,6 +15,10 @@ each, a (100, 100) tanh Gaussian MLP acting through its NumPy forward, keyed see
 * ``ray-1`` / ``ray-2``: ``RaySampler`` with 1 / 2 actors (a local Ray cluster of 2 CPUs started
   here), ``ceil(tasks / workers)`` sub-environments per actor.
 
+A control beside them: the same 1 vs 2 actors running a pure-Python CPU loop (no environment, no
+data), whose 2/1 ratio is what the machine itself allows at that moment (on a shared VM the other
+jobs take cores: the sampler cannot scale past the control).
+
 Each is timed ``--repeats`` times after one warm-up collection (actor start-up and the first
 builds of the Meta-World classes excluded); the best and the mean are reported. The three return the
 same episodes (checked: the rewards are compared).
@@ -62,6 +66,33 @@ from _report import Report  # noqa: E402  (benchmarks/_report.py)
 
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def spin(n: int) -> float:
+    """A pure-Python CPU loop (the scaling control); returns its CPU seconds."""
+    t, x = time.process_time(), 0
+    for i in range(n):
+        x += i * i
+    return time.process_time() - t
+
+
+def scaling_control(ray, repeats: int, n: int = 20_000_000) -> dict:
+    """Wall seconds of ``spin`` on 1 actor and on 2 actors at once (best of ``repeats``)."""
+    actor = ray.remote(num_cpus=1)(type("Spin", (), {"spin": lambda self, k: spin(k)}))
+    a, b = actor.remote(), actor.remote()
+    ray.get([a.spin.remote(10), b.spin.remote(10)])
+    one, two = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ray.get(a.spin.remote(n))
+        one.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ray.get([a.spin.remote(n), b.spin.remote(n)])
+        two.append(time.perf_counter() - t0)
+    for h in (a, b):
+        ray.kill(h)
+    # rate ratio: 2 loops in `two` seconds vs 1 loop in `one` seconds
+    return {"one_s": one, "two_s": two, "ratio_2_over_1": 2 * min(one) / min(two)}
 
 
 def time_collections(sampler, apply_fn, params, tasks, episodes, horizon, repeats):
@@ -163,6 +194,10 @@ def main():
     import ray
     from metarl_tf.rollouts.ray_sampler import RaySampler
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    control = scaling_control(ray, a.repeats)
+    out["control_before"] = control
+    report(control="pure-Python loop, 2 actors / 1 actor", ratio=round(control["ratio_2_over_1"], 3),
+           load=load())
     same = True
     for workers in (1, 2):
         sampler = RaySampler(family.make_env, num_workers=workers,
@@ -174,6 +209,10 @@ def main():
         same &= bool(np.array_equal(episodes.rewards, reference.rewards))
         sampler.close()
         report(sampler=name, **{k: v for k, v in rates[name].items() if k != "seconds"})
+    control = scaling_control(ray, a.repeats)
+    out["control_after"] = control
+    report(control="pure-Python loop, 2 actors / 1 actor", ratio=round(control["ratio_2_over_1"], 3),
+           load=load())
     ray.shutdown()
     speedup = rates["ray-2"]["best_steps_per_s"] / rates["ray-1"]["best_steps_per_s"]
     out["collection"] = rates
