@@ -2,6 +2,7 @@
 
 usage:
     python benchmarks/keras_fit.py [--timed-steps 2000] [--repeats 5] [--quality-steps 20000]
+        [--quality-seeds 3] [--seed S] [--eval-tasks 600] [--quick] [--json PATH]
 
 Workload (MAML paper, section 5.1): MLP 1-40-40-1 ReLU, K=10 support + 10 query points per task,
 meta-batch 25, one inner SGD step at 0.01, Adam 1e-3, second order, XLA, 50 meta-steps per compiled
@@ -27,9 +28,10 @@ thread) per meta-step.
 Quality: for each of ``--quality-seeds`` seeds, a fresh learner and a fresh MetaModel with that seed
 (same initialisation; ``fit()`` on ``seed_dataset(seed)``, so the same tasks sampled by the same XLA
 code at each meta-step) are each meta-trained for ``--quality-steps`` meta-steps, then scored by
-``metarl_tf.evaluation.adaptation_curve`` on the same 600 held-out tasks (``learner.evaluate()`` and
+``metarl_tf.evaluation.adaptation_curve`` on the same 600 tasks of the test split (``learner.evaluate()`` and
 ``MetaModel.adaptation_curve``): query MSE after 0, 1 and 10 inner steps with 95% intervals. Printed
-too: the largest weight difference between the two after 1000 steps and at the end.
+too: the largest weight difference between the two after 1000 steps and at the end. ``--json``
+writes these figures as one flat dict (``results/keras-fit-parity.yaml`` runs one seed per call).
 
 Output is ``key=value`` lines; the last three are ``fit_meta_steps_per_s`` (the ``task_dataset`` path),
 ``learner_meta_steps_per_s`` and ``ratio`` (fit / learner, wall-clock medians).
@@ -37,6 +39,7 @@ Output is ``key=value`` lines; the last three are ``fit_meta_steps_per_s`` (the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -125,7 +128,7 @@ def throughput(steps, repeats):
         emit(f"{name}_cpu_us_per_meta_step", statistics.median(cpu[name]))
         emit(f"{name}_meta_steps_per_s_median", medians[name])
     for name in ("fit", "fit_seeds"):
-        per_round = [f / l for f, l in zip(rates[name], rates["learner"])]
+        per_round = [f / lr for f, lr in zip(rates[name], rates["learner"])]
         emit(f"ratio_{name}_per_round", ",".join(f"{r:.3f}" for r in per_round))
         emit(f"ratio_{name}_per_round_median", statistics.median(per_round))
         # CPU per meta-step is steadier than wall time on a shared machine: learner / fit.
@@ -134,10 +137,12 @@ def throughput(steps, repeats):
     return medians["fit"], medians["learner"]
 
 
-def quality(steps, seeds, check_steps=1000):
-    """Same budget, seed and initialisation: learner vs fit(), post-adaptation MSE on 600 tasks."""
+def quality(steps, seeds, check_steps=1000, first_seed=0, eval_tasks=600, figures=None):
+    """Same budget, seed and initialisation: learner vs fit(), post-adaptation MSE on
+    ``eval_tasks`` tasks; per-seed figures go into ``figures`` (with one seed: unprefixed)."""
     results = {"learner": [], "fit": []}
-    for seed in range(seeds):
+    figures = {} if figures is None else figures
+    for seed in range(first_seed, first_seed + seeds):
         learner = make_learner(seed=seed)
         meta = make_meta_model(seed=seed)
         t0 = time.perf_counter()
@@ -156,14 +161,23 @@ def quality(steps, seeds, check_steps=1000):
         fit_s = time.perf_counter() - t0
         assert int(meta.meta_step.numpy()) == learner.step == steps
         # Same tasks sampled by the same XLA code, same initialisation.
-        emit(f"quality_seed{seed}_max_weight_diff_after_{check_steps}_steps", max(
-            float(abs(a - b).max()) for a, b in zip(learner_early, early[0])))
-        emit(f"quality_seed{seed}_max_weight_diff_after_{steps}_steps", max(
-            float(abs(a - b.numpy()).max())
-            for a, b in zip(learner_final, meta.network.trainable_variables)))
-        curves = {"learner": learner.evaluate(num_tasks=600, num_steps=10, seed=0),
-                  "fit": meta.adaptation_curve(SinusoidTasks(), num_tasks=600, num_steps=10,
-                                               seed=0)}
+        diff_early = max(float(abs(a - b).max()) for a, b in zip(learner_early, early[0]))
+        diff_final = max(float(abs(a - b.numpy()).max())
+                         for a, b in zip(learner_final, meta.network.trainable_variables))
+        emit(f"quality_seed{seed}_max_weight_diff_after_{check_steps}_steps", diff_early)
+        emit(f"quality_seed{seed}_max_weight_diff_after_{steps}_steps", diff_final)
+        # Both scored on the same test tasks (the test stream of seed 0, as `metarl results`).
+        curves = {"learner": learner.evaluate(num_tasks=eval_tasks, num_steps=10, seed=0,
+                                              split="test"),
+                  "fit": meta.adaptation_curve(SinusoidTasks(), num_tasks=eval_tasks,
+                                               num_steps=10, seed=0)}  # its split: "test"
+        tag = "" if seeds == 1 else f"seed{seed}_"
+        figures.update({f"{tag}max_weight_diff_early": diff_early,
+                        f"{tag}max_weight_diff_final": diff_final,
+                        f"{tag}learner_train_s": learner_s, f"{tag}fit_train_s": fit_s})
+        for name in ("learner", "fit"):
+            for k in (0, 1, 10):
+                figures[f"{tag}{name}_mse_after_{k}"] = float(curves[name]["mse"][k])
         for name, seconds in (("learner", learner_s), ("fit", fit_s)):
             c = curves[name]
             results[name].append(c)
@@ -180,25 +194,50 @@ def quality(steps, seeds, check_steps=1000):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--timed-steps", type=int, default=2000, help="meta-steps per timing")
+    p.add_argument("--timed-steps", type=int, default=2000,
+                   help="meta-steps per timing (0: skip the throughput part)")
     p.add_argument("--repeats", type=int, default=7, help="timings per side (medians reported)")
     p.add_argument("--quality-steps", type=int, default=20000,
                    help="meta-training budget of each side for the quality comparison (0: skip)")
     p.add_argument("--quality-seeds", type=int, default=3,
-                   help="seeds 0..N-1, each trained once by each side")
+                   help="seeds S..S+N-1 (S = --seed), each trained once by each side")
+    p.add_argument("--seed", type=int, default=0, help="first quality seed")
+    p.add_argument("--eval-tasks", type=int, default=600, help="test tasks of the quality scores")
+    p.add_argument("--check-steps", type=int, default=1000,
+                   help="meta-steps at which the weights are compared first")
+    p.add_argument("--quick", action="store_true",
+                   help="quality only, one seed, 100 meta-steps per side (weights compared "
+                   "after 50), 20 test tasks: checks that the comparison runs, not its figures")
+    p.add_argument("--json", metavar="PATH",
+                   help="write the quality figures as one flat JSON dict (the `metarl results` "
+                   "script protocol): learner_/fit_mse_after_{0,1,10}, max_weight_diff_early / "
+                   "_final, *_train_s (prefixed seed<S>_ when more than one seed)")
     a = p.parse_args()
+    if a.quick:
+        a.quality_steps, a.check_steps, a.eval_tasks, a.timed_steps = 100, 50, 20, 0
+        a.quality_seeds = 1
     if a.timed_steps % CONFIG.steps_per_execution:
         p.error(f"--timed-steps must be a multiple of {CONFIG.steps_per_execution}")
-    if a.quality_steps % 1000:
-        p.error("--quality-steps must be a multiple of 1000")
+    spe = CONFIG.steps_per_execution  # fit() runs whole executions of this many steps
+    if a.check_steps < 1 or a.check_steps % spe or a.quality_steps % a.check_steps:
+        p.error(f"--check-steps must be a multiple of {spe} and --quality-steps a multiple of "
+                f"--check-steps, got {a.check_steps} and {a.quality_steps}")
+    if a.json and not a.quality_steps:
+        p.error("--json writes the quality figures: --quality-steps must be > 0")
 
     emit("tensorflow_version", tf.__version__)
     emit("keras_version", keras.__version__)
     emit("threads", 1)
     emit("cpu_count", os.cpu_count())
     emit("loadavg_1min_start", os.getloadavg()[0])
+    figures = {}
     if a.quality_steps:
-        quality(a.quality_steps, a.quality_seeds)
+        quality(a.quality_steps, a.quality_seeds, a.check_steps, a.seed, a.eval_tasks, figures)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(figures, f, indent=1, sort_keys=True)
+    if not a.timed_steps:
+        return
     fit_rate, learner_rate = throughput(a.timed_steps, a.repeats)
     emit("loadavg_1min_end", os.getloadavg()[0])
     emit("fit_meta_steps_per_s", fit_rate)

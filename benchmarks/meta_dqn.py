@@ -15,13 +15,9 @@ Parts (each writes its full output, command and date to docs/benchmarks/<file>.t
                             --finetune-steps steps), and the scratch DQNs; writes
                             docs/benchmarks/meta_dqn_cartpole.txt
   --part gridworld          meta-DQN on the 5x5 grid-world; success on the 5 held-out goals
-                            (default --grid-config: z adapted on a distance-shaped reward
-                            head's error with normalised inner steps, plus the goal-decoder
-                            loss in meta-training; pass '{"inner_loss": "td", ...}' for the TD
-                            inner loss); --seeds 0 1 2 trains one learner per seed
-  --part oracle-z           the same grid-world training with z *given*: z = the goal's
-                            coordinates read off the support's rewarded transitions, no inner
-                            steps (checks that Q(s, a, z) can use z at all; ~1 min)
+                            (default --grid-config: the meta-dqn-gridworld preset's settings;
+                            pass '{"inner_loss": "td", ...}' for the TD inner loss);
+                            --seeds 0 1 2 trains one learner per seed
   --part speed              steady-state env-steps/s of CartPoleDir meta-training (graph and
                             XLA) and latency of the exported adapt
   --part diagnose           grid-world diagnosis: rewarded transitions in 200-transition random
@@ -47,9 +43,9 @@ import tensorflow as tf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from metarl_tf import adaptation  # noqa: E402
-from metarl_tf.algorithms.meta_dqn import (MetaDQNConfig, MetaDQNLearner,  # noqa: E402
-                                           PerTaskDQNConfig, PerTaskDQNLearner, collect_support)
+from metarl_tf.algorithms.dqn import (PerTaskDQNConfig, PerTaskDQNLearner,  # noqa: E402
+                                      collect_support)
+from metarl_tf.algorithms.meta_dqn import MetaDQNConfig, MetaDQNLearner  # noqa: E402
 from metarl_tf.networks.q_network import TaskConditionedQNetwork  # noqa: E402
 from metarl_tf.tasks import CartPoleDirTasks, GridWorldTasks  # noqa: E402
 
@@ -112,7 +108,7 @@ def cartpole_scratch(args):
 CARTPOLE_CONFIG = dict(
     z_dim=2, inner_steps=3, inner_lr=0.5, inner_loss="model", normalize_inner_grad=True,
     learn_z_init=False, num_train_tasks=32, meta_batch_size=16, support_size=200, discount=0.99,
-    replay_capacity=20000, epsilon_decay_steps=5000, target_update="polyak", polyak_tau=0.005,
+    replay_capacity=20000, epsilon_decay_steps=5000, target_update="polyak",
     learning_rate=5e-4, steps_per_execution=250, jit_compile=False)
 
 
@@ -132,8 +128,7 @@ def cartpole(args):
     # the task-agnostic DQN: the same learner with no inner steps (z stays z_0 for every task),
     # trained on the same pool for the same number of iterations, TD loss only
     agnostic_cfg = dataclasses.replace(cfg, inner_steps=0, inner_loss="td",
-                                       normalize_inner_grad=False, learn_inner_lr=False,
-                                       per_step_inner_lr=False, inner_lr_decay=1.0,
+                                       normalize_inner_grad=False, per_step_inner_lr=False, inner_lr_decay=1.0,
                                        outer_loss_steps=1)
     agnostic = train_meta(family, agnostic_cfg, (64, 64), args.cartpole_steps, args.seed,
                           "agnostic")
@@ -243,39 +238,6 @@ def grid_success(learner, family, inner_steps, supports):
     return held_out
 
 
-class GoalGivenLearner(MetaDQNLearner):
-    """Check (a) of the grid-world diagnosis: z is not inferred but *given*, as the goal's
-    observation-space coordinates (the reward-weighted mean next observation of the support set:
-    the grid-world rewards exactly the transitions that enter the goal). Everything else (acting,
-    replay, the outer TD loss, evaluation) is MetaDQNLearner's."""
-
-    def _adapt(self, params, z_init, support, num_steps, rule=None, first_order=True,
-               reward_params=None):
-        w = support.reward / tf.maximum(tf.reduce_sum(support.reward, 1, keepdims=True), 1e-6)
-        z = tf.reduce_sum(w[..., None] * support.next_observation, axis=1)
-        return adaptation.Adapted([z], (), None)
-
-
-def oracle_z(args):
-    family = GridWorldTasks()
-    cfg = MetaDQNConfig(z_dim=2, inner_steps=1, learn_z_init=False, learn_inner_lr=False,
-                        num_train_tasks=20, meta_batch_size=10, discount=0.9,
-                        replay_capacity=5000, epsilon_decay_steps=1000, target_update_period=100,
-                        steps_per_execution=250)
-    emit(f"config={json.dumps(cfg.__dict__)} z=goal_coordinates_from_rewarded_support_transitions")
-    net = TaskConditionedQNetwork(family.obs_dim, family.num_actions, 2, (64, 64), seed=args.seed)
-    learner = GoalGivenLearner(net, family, cfg, seed=args.seed)
-    start = time.perf_counter()
-    while learner.step < 2000:
-        m = learner.train(500)
-        te = np.asarray(learner.evaluate(tasks=family.goals("test"), num_steps=1, episodes=10,
-                                         seed=1)["per_task"])[-1]
-        emit(f"oracle_iteration={learner.step} seconds={time.perf_counter() - start:.0f} "
-             f"td_loss={m['td_loss']:.5f} test_success_rate={te.mean():.3f}")
-    grid_success(learner, family, 1, 3)
-    save(args.out or "meta_dqn_gridworld_oracle_z.txt")
-
-
 def speed(args):
     """Steady-state env-steps/s of meta-training on CartPoleDir (CARTPOLE_CONFIG: 32 pool tasks,
     the model-head inner loss), graph and XLA, the first call (tracing/compiling) timed apart;
@@ -283,7 +245,6 @@ def speed(args):
     import tempfile
 
     from export.qnetwork import export_qnetwork_learner
-    from metarl_tf.algorithms.meta_dqn import collect_support
 
     family = CartPoleDirTasks()
     for jit in (False, True):
@@ -317,8 +278,11 @@ def speed(args):
         adapt(**feed), act(observation=obs)
     times = {"adapt": [], "serving_default": []}
     for _ in range(50):
-        t0 = time.perf_counter(); adapt(**feed); times["adapt"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); act(observation=obs)
+        t0 = time.perf_counter()
+        adapt(**feed)
+        times["adapt"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        act(observation=obs)
         times["serving_default"].append(time.perf_counter() - t0)
     med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
     emit(f"export_adapt_ms_median={med['adapt']:.2f} (200 transitions, 3 steps, z_dim "
@@ -363,7 +327,7 @@ def diagnose(args):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--part", required=True,
-                   choices=["cartpole-scratch", "cartpole", "gridworld", "speed", "diagnose", "oracle-z"])
+                   choices=["cartpole-scratch", "cartpole", "gridworld", "speed", "diagnose"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="gridworld: train and score one learner per seed (default: --seed)")
@@ -382,9 +346,7 @@ def main():
     p.add_argument("--finetune-lrs", type=float, nargs="+", default=[0.001, 0.01])
     p.add_argument("--grid-steps", type=int, default=8000)
     p.add_argument("--grid-supports", type=int, default=10)
-    # the meta-dqn-gridworld preset's settings (the preset also XLA-compiles the step); the
-    # earlier default (docs/benchmarks/meta_dqn_gridworld_distance.txt) was z_dim 4, 3 steps at
-    # rate 0.5, reward_head "distance"
+    # the meta-dqn-gridworld preset's settings (the preset also XLA-compiles the step)
     p.add_argument("--grid-config", default=json.dumps(dict(
         z_dim=4, inner_steps=10, inner_lr=1.0, per_step_inner_lr=True, inner_lr_decay=0.7,
         outer_loss_steps=3, inner_loss="reward", normalize_inner_grad=True,
@@ -397,7 +359,7 @@ def main():
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     {"cartpole-scratch": cartpole_scratch, "cartpole": cartpole, "gridworld": gridworld, "speed": speed,
-     "diagnose": diagnose, "oracle-z": oracle_z}[args.part](args)
+     "diagnose": diagnose}[args.part](args)
 
 
 if __name__ == "__main__":

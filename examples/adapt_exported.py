@@ -5,6 +5,7 @@
 Keras and metarl_tf are blocked from importing here on purpose: an export must stand on its own.
 """
 import argparse
+import json
 import os
 import sys
 
@@ -33,8 +34,14 @@ def main():
     query_x = np.linspace(-5, 5, 200, dtype=np.float32)[:, None]
     print(f"new task: amplitude={amp:.3f} phase={phase:.3f}, {a.shots} support points")
 
+    # The export refuses counts above its validated bound (assets.extra/metarl_tf.json).
+    with open(os.path.join(a.export_dir, "assets.extra", "metarl_tf.json")) as fh:
+        bound = json.load(fh)["max_num_steps"]
+    counts = sorted({min(k, bound) for k in (0, 1, 10)})
+    if bound < 10:
+        print(f"the export accepts at most {bound} steps (max_num_steps, validated at export)")
     preds = {}
-    for steps in (0, 1, 10):
+    for steps in counts:
         y = adapt(support_x=tf.constant(support_x), support_y=tf.constant(f(support_x)),
                   query_x=tf.constant(query_x), num_steps=tf.constant(steps, tf.int32))["y"]
         preds[steps] = y.numpy()
@@ -48,7 +55,7 @@ def main():
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(query_x, f(query_x), "k-", label="true function")
         ax.plot(support_x, f(support_x), "k^", label=f"{a.shots} support points")
-        for steps, style in ((0, "b:"), (1, "r--"), (10, "g-.")):
+        for steps, style in zip(counts, ("b:", "r--", "g-.")):
             ax.plot(query_x, preds[steps], style, label=f"after {steps} adapt steps")
         ax.legend(fontsize=8)
         ax.set_title("exported model adapted through its `adapt` signature")

@@ -27,7 +27,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="demo_out")
     p.add_argument("--steps", type=int, default=20,
-                   help="meta-iterations (20: one step closes ~0.65 of the gap to the oracle, docs/benchmarks/maml_rl_pointnav.txt)")
+                   help="meta-iterations (20: one step closes ~0.65 of the gap to the oracle, docs/notes/benchmarks/maml_rl_pointnav.txt)")
     a = p.parse_args()
     run_dir, export_base = os.path.join(a.out, "pointnav_run"), os.path.join(a.out, "exports")
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo owns its run directory

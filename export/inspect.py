@@ -17,6 +17,12 @@ What is checked, and why (TF Serving's model server and its REST/gRPC predict AP
 * every shape has a known rank, and every tensor of rank >= 2 has a batch dimension of -1;
 * no Python ops (``PyFunc``, ``PyFuncStateless``, ``EagerPyFunc``: the server has no Python) and
   no op unknown to TensorFlow's registry (a custom op the server would not have).
+
+Not a failure but a requirement on the server, listed in ``CheckReport.requirements``: a graph with
+functions XLA must compile (``jit_compile=True``: the ``_XlaMustCompile`` attribute, e.g. an
+``AdaptableRegressor`` exported with ``jit_compile``) runs only on a TF Serving with its XLA JIT on
+(``--xla_cpu_compilation_enabled=true`` on CPU; without it the first call of such a signature
+fails, the others still serve).
 """
 from __future__ import annotations
 
@@ -63,6 +69,7 @@ class CheckReport:
     path: str
     passed: tuple[str, ...]
     failures: tuple[str, ...]
+    requirements: tuple[str, ...] = ()  # What the server must provide beyond a stock TF Serving.
 
     @property
     def ok(self) -> bool:
@@ -132,6 +139,12 @@ def _ops(mg) -> tuple[set, set]:
     return ops, functions
 
 
+def xla_functions(mg) -> list[str]:
+    """Names of the library functions marked for XLA compilation (``_XlaMustCompile`` true)."""
+    return sorted(fn.signature.name for fn in mg.graph_def.library.function
+                  if "_XlaMustCompile" in fn.attr and fn.attr["_XlaMustCompile"].b)
+
+
 def check_saved_model(path: str) -> CheckReport:
     """Checks the SavedModel at ``path`` against TF Serving's requirements (see module docstring).
 
@@ -187,7 +200,10 @@ def check_saved_model(path: str) -> CheckReport:
     unknown = sorted(op for op in ops - functions - PYTHON_OPS if op_def_registry.get(op) is None)
     check(not unknown, "every op registered in TensorFlow",
           f"ops unknown to TensorFlow's registry (custom ops the server lacks): {unknown}")
-    return CheckReport(path, tuple(passed), tuple(failures))
+    xla = xla_functions(mg)
+    requirements = (f"XLA JIT: {len(xla)} function(s) must be compiled by XLA (jit_compile); TF "
+                    "Serving needs --xla_cpu_compilation_enabled=true on CPU",) if xla else ()
+    return CheckReport(path, tuple(passed), tuple(failures), requirements)
 
 
 def read_metadata(path: str) -> dict | None:
@@ -240,4 +256,5 @@ def inspect(path: str, load: bool = True) -> tuple[str, CheckReport]:
     lines = [text, "", f"TF Serving check: {len(report.passed)} passed, "
              f"{len(report.failures)} failed"]
     lines += [f"  FAIL {f}" for f in report.failures]
+    lines += [f"  REQUIRES {r}" for r in report.requirements]
     return "\n".join(lines), report

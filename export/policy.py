@@ -149,6 +149,9 @@ class AdaptablePolicy(tf.Module):
         return {"kind": "AdaptablePolicy", "metarl_tf_version": __version__,
                 "distribution": self.distribution, "observation_dim": self.obs_dim,
                 "num_params": self.num_params, "max_num_steps": self.max_num_steps,
+                # not validated on tasks (only the supervised export is, export.step_bounds); the
+                # in-graph output checks still refuse any non-finite answer
+                "step_bound": {"requested": self.max_num_steps, "validated": False},
                 "signatures": sorted(self.signatures()), **self.settings, **rule_metadata(self)}
 
     def save(self, path: str, extra_metadata: dict | None = None) -> None:

@@ -8,7 +8,7 @@ Signatures (TF Serving's predict method; batch dimensions -1):
   float32 ``[-1]``, ``next_observations`` float32 ``[-1, obs_dim]``, ``dones`` float32 ``[-1]``
   (1 where the next state is terminal), ``num_steps`` int32 ``[]`` -> ``z`` float32 ``[z_dim]``:
   ``num_steps`` gradient steps on z of the learner's inner loss on those transitions (the TD loss,
-  or a reward head's error: ``MetaDQNConfig.inner_loss``), from the initial z
+  or a head's error: ``MetaDQNConfig.inner_loss``), from the initial z
   (``metarl_tf.algorithms.meta_dqn.adapt_embedding``: the library's inner loop, traced).
 * ``action_with_z``: ``observation`` ``[-1, obs_dim]``, ``z`` ``[z_dim]`` -> ``action``, ``q_values``.
 
@@ -22,7 +22,7 @@ A stateless server adapts once and the client keeps the 8-odd floats of ``z``::
 Bad input fails inside the graph with ``InvalidArgumentError`` naming the input: transition arrays
 of different lengths, no transition, actions outside ``[0, num_actions)``, NaN/Inf in
 observations, rewards or z, dones other than 0/1, ``num_steps`` outside ``[0, max_num_steps]``,
-rewards outside [0, 1] for the ``next_logistic`` reward head.
+rewards outside [0, 1] for the reward head (``inner_loss`` "reward").
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ import tensorflow as tf
 from export._common import own_rule, rule_metadata, save_with_metadata
 from export.layout import write_versioned
 from metarl_tf import __version__, adaptation
-from metarl_tf.algorithms.meta_dqn import REWARD_HEADS, adapt_embedding, reward_head_kind
+from metarl_tf.algorithms.meta_dqn import adapt_embedding
+from metarl_tf.algorithms.meta_dqn.config import INNER_LOSSES, REWARD_HEADS
 from metarl_tf.networks.q_network import q_values
 from metarl_tf.rollouts.replay import Transitions
 from metarl_tf.signatures import qnetwork_specs
@@ -47,19 +48,15 @@ class AdaptableQNetwork(tf.Module):
       rule: ``adaptation.SGD`` or ``adaptation.PerParameterSGD`` (one rate per z dimension).
       discount, huber_delta: the inner TD loss's settings (the learner's config).
       max_num_steps: the largest ``num_steps`` ``adapt`` accepts.
-      inner_loss, reward_params, reward_weight, normalize_grad: the learner's inner loss
-        (``MetaDQNConfig.inner_loss``; ``reward_params`` are the reward head's weights when it is
-        not ``"td"``), ``reward_loss_weight`` and ``normalize_inner_grad``.
-      reward_head: the reward head's form (``MetaDQNConfig.reward_head``); None guesses it from
-        the weights' shapes (``meta_dqn.reward_head_kind``). ``export_qnetwork_learner`` passes
-        the learner's.
+      inner_loss, head_params, normalize_grad: the learner's inner loss
+        (``MetaDQNConfig.inner_loss``; ``head_params`` are the model or reward head's weights
+        when it is not ``"td"``) and ``normalize_inner_grad``.
     """
 
     def __init__(self, network, params, z_init, rule: adaptation.UpdateRule, discount: float,
                  huber_delta: float = 1.0, max_num_steps: int = 100,
                  name: str = "adaptable_q_network", inner_loss: str = "td",
-                 reward_params=None, reward_weight: float = 1.0, normalize_grad: bool = False,
-                 reward_head: str | None = None):
+                 head_params=None, normalize_grad: bool = False):
         super().__init__(name=name)
         if isinstance(max_num_steps, bool) or not isinstance(max_num_steps, int) or max_num_steps < 0:
             raise ValueError(f"`max_num_steps` must be an integer >= 0, got {max_num_steps!r}")
@@ -70,19 +67,17 @@ class AdaptableQNetwork(tf.Module):
         self.params = [tf.Variable(p, trainable=False, name=f"param_{i}")
                        for i, p in enumerate(params)]
         self.z_init = tf.Variable(z_init, trainable=False, name="z_init")
-        if inner_loss != "td" and not reward_params:
-            raise ValueError(f"`inner_loss` {inner_loss!r} needs `reward_params` (the reward head)")
-        self.inner_loss, self.reward_weight = inner_loss, float(reward_weight)
+        if inner_loss not in INNER_LOSSES:
+            raise ValueError(f"`inner_loss` must be one of {INNER_LOSSES}, got {inner_loss!r}")
+        if inner_loss != "td" and not head_params:
+            raise ValueError(f"`inner_loss` {inner_loss!r} needs `head_params` (the head's weights)")
+        self.inner_loss = inner_loss
         self.normalize_grad = bool(normalize_grad)
+        # variable names of earlier exports (the head was the "reward" head for both kinds)
         self.reward_params = [tf.Variable(p, trainable=False, name=f"reward_param_{i}")
-                              for i, p in enumerate(reward_params or [])]
-        if inner_loss == "model" or not self.reward_params:
-            reward_head = "model" if inner_loss == "model" else None
-        elif reward_head is None:
-            reward_head = reward_head_kind(self.reward_params, self.obs_dim)
-        elif reward_head not in REWARD_HEADS:
-            raise ValueError(f"`reward_head` must be one of {REWARD_HEADS}, got {reward_head!r}")
-        self.reward_head = reward_head
+                              for i, p in enumerate(head_params or [])]
+        # the head's form in the metadata: "model", the reward head's, or None (TD)
+        self.reward_head = {"model": "model", "reward": REWARD_HEADS[0]}.get(inner_loss)
         rule = own_rule(self, rule)
         obs_dim, num_actions, z_dim, act = self.obs_dim, self.num_actions, self.z_dim, self.activation
         max_steps = tf.constant(max_num_steps, tf.int32)
@@ -94,6 +89,9 @@ class AdaptableQNetwork(tf.Module):
         def outputs(observation, z):
             q = q_values([tf.convert_to_tensor(p) for p in self.params], observation[None],
                          z[None], act)[0]
+            # Finite but huge inputs can overflow: refuse to answer rather than act on inf/NaN.
+            q = tf.debugging.check_numerics(q, "q_values is not finite: inputs (observation or z) "
+                                               "too large")
             return {"action": tf.argmax(q, axis=-1, output_type=tf.int32), "q_values": q}
 
         specs = qnetwork_specs(obs_dim, z_dim)
@@ -132,7 +130,7 @@ class AdaptableQNetwork(tf.Module):
                                           message="dones must hold only 0 and 1"),
                 tf.debugging.assert_equal(
                     tf.reduce_all((rewards >= 0.0) & (rewards <= 1.0))
-                    if self.reward_head == "next_logistic" else tf.constant(True), True,
+                    if self.inner_loss == "reward" else tf.constant(True), True,
                     message="rewards must lie in [0, 1] for the next_logistic reward head"),
                 tf.debugging.assert_non_negative(num_steps, message="num_steps must be >= 0"),
                 tf.debugging.assert_less_equal(num_steps, max_steps, message=(
@@ -142,15 +140,15 @@ class AdaptableQNetwork(tf.Module):
                 batch = Transitions(tf.identity(observations)[None], actions[None], rewards[None],
                                     next_observations[None], dones[None], dones[None])
             params = [tf.convert_to_tensor(p) for p in self.params]
-            head = [tf.convert_to_tensor(p) for p in self.reward_params] or None
+            head = [tf.convert_to_tensor(p) for p in self.reward_params]
             z = adapt_embedding(params, tf.convert_to_tensor(self.z_init), batch, rule, num_steps,
-                                self.discount, self.huber_delta, act, first_order=True,
-                                inner_loss_kind=self.inner_loss, reward_params=head,
-                                reward_weight=self.reward_weight,
-                                normalize_grad=self.normalize_grad,
-                                reward_head=None if self.reward_head == "model"
-                                else self.reward_head).params[0]
-            return {"z": z[0]}
+                                self.discount, inner_loss_kind=self.inner_loss, head=head,
+                                normalize_grad=self.normalize_grad, activation=act,
+                                huber_delta=self.huber_delta, first_order=True).params[0]
+            # Finite but huge transitions (or large inner rates) can overflow z: refuse to answer
+            # rather than hand out a non-finite embedding.
+            return {"z": tf.debugging.check_numerics(z[0], "z is not finite: inputs too large, or "
+                                                           "too many num_steps for the inner rate")}
 
         self.serving_default = serving_default
         self.action_with_z = action_with_z
@@ -165,10 +163,13 @@ class AdaptableQNetwork(tf.Module):
                 "observation_dim": self.obs_dim, "num_actions": self.num_actions,
                 "z_dim": self.z_dim, "hidden": list(self.hidden), "activation": self.activation,
                 "discount": self.discount, "huber_delta": self.huber_delta,
-                "inner_loss": self.inner_loss, "reward_loss_weight": self.reward_weight,
+                "inner_loss": self.inner_loss, "reward_loss_weight": 1.0,
                 "reward_head": self.reward_head,
                 "normalize_inner_grad": self.normalize_grad,
                 "max_num_steps": self.max_num_steps, "signatures": sorted(self.signatures()),
+                # not validated on tasks (only the supervised export is, export.step_bounds); the
+                # in-graph output checks still refuse any non-finite answer
+                "step_bound": {"requested": self.max_num_steps, "validated": False},
                 **rule_metadata(self)}
 
     def save(self, path: str, extra_metadata: dict | None = None) -> None:
@@ -180,12 +181,11 @@ def export_qnetwork_learner(learner, base: str, name: str, version: int | None =
                             max_num_steps: int = 100, extra_metadata: dict | None = None) -> str:
     """Exports a ``MetaDQNLearner``'s network and embedding as an AdaptableQNetwork under
     ``<base>/<name>/<version>`` (TF Serving's layout, written atomically)."""
-    cfg = learner.config
+    cfg, meta = learner.config, learner.meta
     module = AdaptableQNetwork(
-        learner.network, [tf.convert_to_tensor(v) for v in learner.params],
-        tf.convert_to_tensor(learner.z_init), learner.update_rule(), cfg.discount,
-        cfg.huber_delta, max_num_steps=max_num_steps, inner_loss=cfg.inner_loss,
-        reward_params=[tf.convert_to_tensor(v) for v in learner.reward_params],
-        reward_weight=cfg.reward_loss_weight, normalize_grad=cfg.normalize_inner_grad,
-        reward_head=cfg.reward_head)
+        learner.network, [tf.convert_to_tensor(v) for v in meta.network],
+        tf.convert_to_tensor(meta.z_init), learner.update_rule(), cfg.discount,
+        max_num_steps=max_num_steps, inner_loss=cfg.inner_loss,
+        head_params=[tf.convert_to_tensor(v) for v in meta.head],
+        normalize_grad=cfg.normalize_inner_grad)
     return write_versioned(base, name, lambda d: module.save(d, extra_metadata), version=version)

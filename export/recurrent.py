@@ -127,7 +127,11 @@ class AdaptiveRecurrentPolicy(tf.Module):
                 mean, log_std = split_gaussian(head)
                 out.update(action=mean, mean=mean, log_std=log_std,
                            sampled_action=mean + tf.exp(log_std) * tf.random.normal(tf.shape(mean)))
-            return out
+            # Finite but huge inputs (or weights) can overflow: refuse to answer rather than act on
+            # inf/NaN (the state is fed back, so a non-finite one would poison the whole trial).
+            return {k: tf.debugging.check_numerics(v, f"{k} is not finite: inputs (observation, "
+                                                      "prev_reward or state) too large")
+                    if v.dtype.is_floating else v for k, v in out.items()}
 
         self.get_initial_state = get_initial_state
         self.action = action

@@ -418,7 +418,7 @@ class q_network_module(_Module):  # noqa: N801
     ``concat(observation, z) -> Dense(h, act)... -> Dense(num_actions)``, ``params = [W_0
     [obs_dim + z_dim, h_1], b_0, ..., W_out, b_out]`` (rows ``obs_dim..`` of ``W_0`` multiply z).
     The TD target bootstraps from the same network and z (no target network on a device), as
-    ``metarl_tf.algorithms.meta_dqn.inner_td_loss`` does; tested equal to ``export.qnetwork``.
+    ``metarl_tf.algorithms.meta_dqn.losses.inner_td_loss`` does; tested equal to ``export.qnetwork``.
 
     Args:
       params: the network's weights in that order.
@@ -520,6 +520,10 @@ def module_from_saved_model(path: str, min_std: float = 1e-6) -> _Module:
 
     meta = read_metadata(path) or {}
     kind = meta.get("kind")
+    if kind == "AdaptableContextPolicy":  # PEARL: forward only (export/context_policy.py)
+        from export.context_policy import tflite_module
+
+        return tflite_module(path)
     if kind not in ("AdaptableRegressor", "AdaptablePolicy", "AdaptableQNetwork"):
         raise ValueError(f"{path}: TFLite adapt supports AdaptableRegressor, AdaptablePolicy and "
                          f"AdaptableQNetwork exports, this one is {kind!r}")
@@ -562,7 +566,9 @@ def _verify(module, m, kind, meta, tol=1e-4):
     pairs = []
     if kind == "AdaptableRegressor":
         d_out = int(module.weights[-1].shape[-1])
-        args = (x, rng.normal(size=(6, d_out)).astype(f32), x[:3], tf.constant(2))
+        # 2 steps, or fewer when the export's validated bound is lower (export.step_bounds)
+        steps = min(2, int(meta.get("max_num_steps", 2)))
+        args = (x, rng.normal(size=(6, d_out)).astype(f32), x[:3], tf.constant(steps))
         pairs.append((module.adapt(*args)["y"], m.signatures["adapt"](
             support_x=args[0], support_y=args[1], query_x=args[2], num_steps=args[3])["y"]))
         pairs.append((module.serving_default(x)["y"], m.signatures["serving_default"](x=x)["y"]))
@@ -709,4 +715,12 @@ class TFLiteModel:
             steps = int(feeds["num_steps"])
             if steps < 0 or (self.max_num_steps is not None and steps > self.max_num_steps):
                 raise ValueError(f"num_steps must be in [0, {self.max_num_steps}], got {steps}")
-        return runner(**feeds)
+        out = runner(**feeds)
+        # As the SavedModels' in-graph checks: never hand out inf/NaN (a TFLite graph has no
+        # CheckNumerics op, so the check runs here).
+        for key, value in out.items():
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise FloatingPointError(
+                    f"output `{key}` of {signature!r} is not finite: inputs too large, or too many "
+                    "num_steps for the inner rate(s)")
+        return out

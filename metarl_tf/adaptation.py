@@ -144,7 +144,7 @@ def inner_step(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRul
 
 def adapt(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRule,
           num_steps: int | tf.Tensor, first_order: bool = False,
-          keep_trajectory: bool = False) -> Adapted:
+          keep_trajectory: bool = False, support_loss: bool = True) -> Adapted:
     """Runs ``num_steps`` inner updates from ``params`` (task-batched).
 
     Args:
@@ -157,6 +157,10 @@ def adapt(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRule,
       first_order: stop the gradient through the inner gradients (FOMAML).
       keep_trajectory: also return the parameters after every step (``Adapted.trajectory``), e.g.
         for a meta-loss summed over the steps (Andrychowicz et al. 2016); needs an int ``num_steps``.
+      support_loss: with False, the run-time loop does not carry the first step's support loss
+        (``Adapted.support_loss`` is None): one ``tf.cond`` less per step, for callers that only
+        want the parameters (the exported ``adapt``). The unrolled loop ignores it (its first loss
+        costs nothing).
 
     Returns:
       An ``Adapted`` tuple.
@@ -178,6 +182,14 @@ def adapt(task_loss: TaskLoss, params: Sequence[tf.Tensor], rule: UpdateRule,
     if keep_trajectory:
         raise ValueError("`keep_trajectory` needs a Python int `num_steps` (the unrolled loop)")
     num_steps = tf.convert_to_tensor(num_steps, tf.int32)
+    if not support_loss:
+        def bare_body(i, params, state):
+            new_params, new_state, _ = inner_step(task_loss, params, rule, state, first_order)
+            return i + 1, new_params, new_state
+
+        _, params, state = tf.while_loop(lambda i, *_: i < num_steps, bare_body,
+                                         (tf.constant(0), params, state))
+        return Adapted(list(params), state, None)
 
     def body(i, params, state, first_loss):
         new_params, new_state, loss = inner_step(task_loss, params, rule, state, first_order)

@@ -2,8 +2,9 @@
 
 The protocol follows cbfinn/maml ``test()``: held-out tasks, K support points to adapt on, fresh
 query points to score on, the mean loss after 0, 1, ..., N inner steps, with a 95% confidence
-interval ``1.96 * std / sqrt(num_tasks)``. Held-out tasks are drawn with the seed ``(seed, -1)``;
-training draws meta-step ``n`` with ``(seed, n)``, n >= 0, so the two never share a stream.
+interval ``1.96 * std / sqrt(num_tasks)``. Held-out tasks are drawn with the seed ``(seed, -1)``
+(test) or ``(seed, -2)`` (validation, for tuning); training draws meta-step ``n`` with
+``(seed, n)``, n >= 0, so none share a stream (``metarl_tf.tasks.splits``).
 """
 from __future__ import annotations
 
@@ -16,23 +17,27 @@ from metarl_tf import adaptation
 from metarl_tf.core import RegressionTaskDistribution
 from metarl_tf.params import FunctionalModel, mse
 from metarl_tf.tasks.regression import sample_task_batch
+from metarl_tf.tasks.splits import split_seed
 
 
-def held_out_seed(seed: int) -> tf.Tensor:
-    return tf.constant([seed, -1], tf.int64)
+def held_out_seed(seed: int, split: str = "test") -> tf.Tensor:
+    return split_seed(seed, split)
 
 
 def adaptation_curve(fmodel: FunctionalModel, params, tasks: RegressionTaskDistribution,
                      rule: adaptation.UpdateRule, num_tasks: int = 600, num_support: int = 10,
-                     num_query: int = 100, num_steps: int = 10, seed: int = 0) -> dict:
+                     num_query: int = 100, num_steps: int = 10, seed: int = 0,
+                     split: str = "test") -> dict:
     """Query MSE on ``num_tasks`` held-out tasks after each of 0..``num_steps`` inner steps.
+
+    ``split`` is ``"test"`` (the final evaluation) or ``"validation"`` (for tuning).
 
     Returns:
       ``{"mse": [N+1 floats], "ci95": [N+1 floats], "num_tasks": ..., "num_support": ...,
       "num_query": ...}``; ``mse[k]`` is the mean query MSE after ``k`` steps.
     """
     curve = per_task_curve(fmodel, params, tasks, rule, num_tasks, num_support, num_query,
-                           num_steps, seed)
+                           num_steps, seed, split)
     return {
         "mse": [float(row.mean()) for row in curve],
         "ci95": [float(1.96 * row.std() / math.sqrt(num_tasks)) for row in curve],
@@ -42,12 +47,13 @@ def adaptation_curve(fmodel: FunctionalModel, params, tasks: RegressionTaskDistr
 
 def per_task_curve(fmodel: FunctionalModel, params, tasks: RegressionTaskDistribution,
                    rule: adaptation.UpdateRule, num_tasks: int = 600, num_support: int = 10,
-                   num_query: int = 100, num_steps: int = 10, seed: int = 0):
+                   num_query: int = 100, num_steps: int = 10, seed: int = 0,
+                   split: str = "test"):
     """The per-task losses behind ``adaptation_curve``: a ``[num_steps + 1, num_tasks]`` array,
     row ``k`` the query MSE of each held-out task after ``k`` steps. Two learners scored with the
     same ``seed`` see the same tasks in the same order, so their rows can be compared task by
     task (a paired difference)."""
-    batch = sample_task_batch(tasks, held_out_seed(seed), num_tasks, num_support, num_query)
+    batch = sample_task_batch(tasks, held_out_seed(seed, split), num_tasks, num_support, num_query)
     curve = _curve_fn(fmodel, rule, num_steps)(list(params), batch.support_x, batch.support_y,
                                                 batch.query_x, batch.query_y)
     return curve.numpy()

@@ -47,9 +47,12 @@ def test_train_then_export_end_to_end(tmp_path, repo_root):
     assert saved == os.path.join(base, "sin", "3") and lite_path == saved + ".tflite"
     xs = np.linspace(-4, 4, 5, dtype=np.float32)[:, None]
     inputs = dict(support_x=xs, support_y=np.sin(xs), query_x=xs[:3])
+    # 3 steps, or the export's bound when it validated fewer (export/step_bounds.py)
+    steps = min(3, json.load(open(os.path.join(saved, "assets.extra", "metarl_tf.json")))[
+        "max_num_steps"])
     want = tf.saved_model.load(saved).signatures["adapt"](
-        **inputs, num_steps=tf.constant(3))["y"].numpy()
-    got = TFLiteModel(lite_path)("adapt", **inputs, num_steps=3)["y"]
+        **inputs, num_steps=tf.constant(steps))["y"].numpy()
+    got = TFLiteModel(lite_path)("adapt", **inputs, num_steps=steps)["y"]
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -117,11 +120,17 @@ TINY = {
            "--set", "algorithm_config.episodes_per_task=2", "--set", "algorithm_config.horizon=5"],
     "dqn": ["--steps", "2"] + [x for kv in (
         "num_train_tasks=2", "meta_batch_size=2", "support_size=8", "random_buffer_size=8",
-        "query_batch_size=4", "replay_capacity=16", "prefill_steps=4", "steps_per_execution=2",
-        "eval_episodes=1", "jit_compile=false") for x in ("--set", f"algorithm_config.{kv}")],
+        "replay_capacity=16", "steps_per_execution=2", "jit_compile=false")
+        for x in ("--set", f"algorithm_config.{kv}")],
     "rl2": ["--steps", "1"] + [x for kv in ("meta_batch_size=2", "episodes_per_trial=2",
                                             "num_epochs=1", "num_minibatches=1")
                                for x in ("--set", f"algorithm_config.{kv}")],
+    "pearl": ["--steps", "1"] + [x for kv in (
+        "num_train_tasks=2", "meta_batch_size=2", "num_tasks_sample=1", "num_initial_steps=5",
+        "num_steps_prior=5", "num_extra_rl_steps_posterior=5", "horizon=5",
+        "num_train_steps_per_itr=2", "batch_size=4", "embedding_batch_size=4",
+        "replay_capacity=20", "encoder_hidden=[8]", "num_envs=1")
+        for x in ("--set", f"algorithm_config.{kv}")],
 }
 out = {}
 for name in list_presets():
@@ -158,3 +167,32 @@ def test_every_preset_trains_and_exports_through_the_cli(tmp_path, repo_root):
                 for v in ev.summary.value}
         assert "steps_per_s" in tags and any(t.startswith("eval/") for t in tags), (name, tags)
         assert os.path.exists(tmp_path / "exports" / name / "1" / "saved_model.pb"), name
+
+
+def test_command_line_is_quiet_and_presets_skip_tensorflow(tmp_path, repo_root):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    # `presets` reads the YAML files only: TensorFlow is never imported
+    code = ("import sys; from training.cli import main; main(['presets']); "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=repo_root, timeout=120)
+    assert out.stdout.strip().endswith("False"), out.stdout[-500:]
+    # a command that imports TensorFlow prints no start-up log unless --verbose
+    run = [sys.executable, "-m", "training.cli"]
+    quiet = subprocess.run([*run, "evaluate", str(tmp_path / "none")], capture_output=True,
+                           text=True, env=env, cwd=repo_root, timeout=300)
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip().splitlines() == [
+        f"metarl evaluate: error: {tmp_path / 'none'} is not a run directory: no config.json"]
+    loud = subprocess.run([*run, "--verbose", "evaluate", str(tmp_path / "none")],
+                          capture_output=True, text=True, env=env, cwd=repo_root, timeout=300)
+    assert loud.returncode == 2 and len(loud.stderr.strip().splitlines()) > 1
+
+
+def test_gymnasium_ids_after_import_metarl_tf(repo_root):
+    code = ("import gymnasium as gym, metarl_tf; gym.register_envs(metarl_tf); "
+            "env = gym.make('metarl_tf/PointNav-v0'); print(env.reset(seed=0)[0].tolist())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=repo_root, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[0.0, 0.0]"

@@ -48,6 +48,11 @@ def library_adapt(learner, xs, ys, xq, steps):
     return f.apply_batched(adapted.params, xq[None])[0].numpy()
 
 
+def max_steps(path):
+    with open(os.path.join(path, "assets.extra", "metarl_tf.json")) as f:
+        return json.load(f)["max_num_steps"]
+
+
 def call_adapt(model, xs, ys, xq, steps):
     return model.signatures["adapt"](support_x=tf.constant(xs), support_y=tf.constant(ys),
                                      query_x=tf.constant(xq),
@@ -60,8 +65,14 @@ def test_adapt_signature_equals_library_adaptation(trained, algo, steps):
     learner, path = trained[algo]
     model = tf.saved_model.load(path)
     xs, ys, xq = task_data(steps)
-    np.testing.assert_allclose(call_adapt(model, xs, ys, xq, steps),
-                               library_adapt(learner, xs, ys, xq, steps), atol=1e-5, rtol=1e-5)
+    bound = max_steps(path)
+    if steps > bound:  # the export validated fewer steps (export.step_bounds): refused by name
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"num_steps must be <= max_num_steps \({bound}\): the largest"):
+            call_adapt(model, xs, ys, xq, steps)
+    else:
+        np.testing.assert_allclose(call_adapt(model, xs, ys, xq, steps),
+                                   library_adapt(learner, xs, ys, xq, steps), atol=1e-5, rtol=1e-5)
     y0 = model.signatures["serving_default"](x=tf.constant(xq))["y"].numpy()
     np.testing.assert_allclose(y0, learner.model(xq).numpy(), atol=1e-5, rtol=1e-5)
 
@@ -75,7 +86,8 @@ assert "keras" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is
 d = json.load(open(sys.argv[2]))
 m = tf.saved_model.load(sys.argv[1])
 y = m.signatures["adapt"](support_x=tf.constant(d["xs"], tf.float32), support_y=tf.constant(d["ys"], tf.float32),
-                          query_x=tf.constant(d["xq"], tf.float32), num_steps=tf.constant(3))["y"]
+                          query_x=tf.constant(d["xq"], tf.float32),
+                          num_steps=tf.constant(d["steps"]))["y"]
 print(json.dumps(y.numpy().tolist()))
 """
 
@@ -84,13 +96,16 @@ def test_export_loads_and_adapts_with_tensorflow_alone(trained, tmp_path):
     learner, path = trained["metasgd"]
     xs, ys, xq = task_data(7)
     data = tmp_path / "data.json"
-    data.write_text(json.dumps({"xs": xs.tolist(), "ys": ys.tolist(), "xq": xq.tolist()}))
+    steps = min(3, max_steps(path))  # within the export's validated bound
+    assert steps >= 1
+    data.write_text(json.dumps({"xs": xs.tolist(), "ys": ys.tolist(), "xq": xq.tolist(),
+                                "steps": steps}))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ""}
     out = subprocess.run([sys.executable, "-c", ROUND_TRIP, path, str(data)], capture_output=True,
                          text=True, env=env, cwd=str(tmp_path), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     y = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
-    np.testing.assert_allclose(y, library_adapt(learner, xs, ys, xq, 3), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(y, library_adapt(learner, xs, ys, xq, steps), atol=1e-5, rtol=1e-5)
 
 
 def test_saved_model_has_no_python_ops_and_serving_structure(trained):
@@ -114,7 +129,10 @@ def test_saved_model_has_no_python_ops_and_serving_structure(trained):
     assert dims(adapt.inputs["num_steps"]) == []
     assert adapt.inputs["num_steps"].dtype == tf.int32.as_datatype_enum
     meta_json = json.load(open(os.path.join(path, "assets.extra", "metarl_tf.json")))
-    assert meta_json["kind"] == "AdaptableRegressor" and meta_json["max_num_steps"] == 1000
+    assert meta_json["kind"] == "AdaptableRegressor"
+    # the CLI's default 1000, lowered to what the validation tasks support
+    assert meta_json["step_bound"]["requested"] == 1000 and meta_json["step_bound"]["validated"]
+    assert 1 <= meta_json["max_num_steps"] <= 1000
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -288,7 +288,7 @@ def test_xla_trpo_update_equals_the_graph_one():
         metrics = tf.function(lambda: learner._trpo_update(pre, post), jit_compile=jit)()
         assert float(metrics["accepted"]) == 1.0
         results.append([v.numpy() for v in learner.meta_variables])
-    for graph, xla, before in zip(*results, start):
+    for graph, xla in zip(*results):
         np.testing.assert_allclose(xla, graph, rtol=1e-3, atol=1e-5)
     assert any(not np.allclose(g, b) for g, b in zip(results[0], start))
 

@@ -61,7 +61,7 @@ def test_adapt_is_the_learners_inner_step_per_sub_env():
     policy, extra = learner._split(learner._theta())
     _, expected = learner._prepare_and_adapt(learner.fmodel.tile(policy, 2), episodes, extra)
     agent.adapt()
-    for got, want, before in zip(agent.params, expected, theta):
+    for got, want in zip(agent.params, expected):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert not np.allclose(agent.params[0][0], theta[0][0])          # it moved ...
     assert not np.allclose(agent.params[0][0], agent.params[0][1])   # ... differently per env

@@ -87,7 +87,7 @@ def test_success_in_info_and_terminate_on_success(ml1):
     env = ml1.make_env(task=ml1.tasks("test")[0], terminate_on_success=True)
     obs, _ = env.reset(seed=0)
     goal = env.unwrapped._env._target_pos.copy()
-    for step in range(1, 201):
+    for step in range(1, 201):  # noqa: B007 (read after the loop)
         action = np.append(np.clip(10.0 * (goal - obs[:3]), -1, 1), 0.0).astype(np.float32)
         obs, reward, terminated, truncated, info = env.step(action)
         if terminated:

@@ -9,7 +9,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from training.config import ExperimentConfig, apply_overrides, list_presets, load_config
+from training.config import apply_overrides, list_presets, load_config
 from training.run import train
 
 TINY = dict(steps=200, log_every=50, checkpoint_every=100, eval_tasks=50, eval_query=20,

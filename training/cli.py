@@ -10,22 +10,27 @@
     metarl export --to EXPORT_BASE --serving-config [FILE] [--serving-base-path DIR]
     metarl inspect SAVEDMODEL [--no-load]
     metarl adapt SAVEDMODEL [--data FILE.npz|FILE.json] [--num-steps N] [--shots K] [--seed S]
+    metarl results [--budget quick|full] [--only NAME ...] [--seeds N] [--first-seed S]
+                   [--records DIR] [--runs DIR] [--report FILE] [--rerun] [--report-only]
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect as pyinspect
 import json
 import os
+import re
 import sys
+import threading
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+PRESET_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
 # Kept here (not imported from training.config) so that `--help` does not import TensorFlow;
 # tests check it equals training.config.ALGORITHMS.
 ALGORITHM_NAMES = ("fomaml", "maml", "maml-promp", "maml-trpo", "metasgd", "metasgd-rl", "reptile",
                    "reptile-rl", "metalstm", "metapg", "meta-dqn", "finetune-dqn",
-                   "rl2")
+                   "rl2", "pearl")
 
 EPILOG = """examples:
   metarl train maml-sinusoid --out runs/maml --threads 1
@@ -42,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metarl", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Meta-train, evaluate, export and adapt TensorFlow meta-learning models.")
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's start-up log (hidden by default)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("presets", help="list the training presets with a one-line description")
@@ -96,7 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--name", help="model name (default: the run's config name)")
     e.add_argument("--version", type=int, help="version number (default: next free one)")
     e.add_argument("--max-num-steps", type=int, default=1000,
-                   help="largest num_steps the adapt signature accepts (default 1000)")
+                   help="largest num_steps the adapt signature accepts (default 1000); a "
+                   "supervised export lowers it to the largest count that stays finite and not "
+                   "worse than fewer steps on validation tasks (export/step_bounds.py)")
+    e.add_argument("--jit-compile", action="store_true",
+                   help="supervised exports: compile adapt's inner loop with XLA (~3x faster; TF "
+                   "Serving then needs --xla_cpu_compilation_enabled=true)")
     e.add_argument("--tflite", nargs="?", const="", default=None, metavar="FILE",
                    help="also convert the export for on-device adaptation (TFLite builtins only; "
                    "regressors, MLP policies, Q-networks); default FILE: "
@@ -122,7 +134,65 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("saved_model", metavar="SAVEDMODEL", help="a version directory of an export")
     i.add_argument("--no-load", action="store_true",
                    help="skip loading the model with tf.saved_model.load (proto checks only)")
+    r = sub.add_parser(
+        "results", help="train and score the results registry; regenerate docs/RESULTS.md",
+        description="Runs the rows of results/*.yaml (run from the repository root): trains each "
+        "row's preset per seed (resuming unfinished runs, skipping seeds already recorded), scores "
+        "it on the test split, appends records to RECORDS/<row>/records.jsonl and regenerates the "
+        "report (and, at the full budget, the README's results table) from the records alone.")
+    r.add_argument("--budget", choices=("quick", "full"), default="full",
+                   help="full: the presets' budgets (hours); quick: every row in minutes, to "
+                   "check that it runs end to end (default full)")
+    r.add_argument("--only", nargs="+", metavar="NAME", help="rows to run (default: all)")
+    r.add_argument("--seeds", type=int, help="training seeds per row (default: the row's at the "
+                   "full budget, 1 at the quick one)")
+    r.add_argument("--first-seed", type=int, default=0, help="first training seed (default 0)")
+    r.add_argument("--registry", metavar="DIR", help="row definitions (default ./results)")
+    r.add_argument("--records", metavar="DIR", help="records directory (default docs/results at "
+                   "the full budget, runs/results-quick/records at the quick one)")
+    r.add_argument("--runs", metavar="DIR", help="run directories (default runs/results)")
+    r.add_argument("--report", metavar="FILE", help="report to write (default docs/RESULTS.md at "
+                   "the full budget, RECORDS/../RESULTS.md at the quick one)")
+    r.add_argument("--rerun", action="store_true", help="score recorded seeds again")
+    r.add_argument("--report-only", action="store_true", help="regenerate the report only")
+    r.add_argument("--threads", type=int, default=1, help="TensorFlow threads (default 1)")
     return p
+
+
+def _results(args) -> int:
+    from training.results import registry
+
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.first_seed < 0:
+        raise ValueError(f"--first-seed must be >= 0, got {args.first_seed}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    rows = registry.load_registry(args.registry, args.only)
+    full = args.budget == "full"
+    records = args.records or (os.path.join("docs", "results") if full
+                               else os.path.join("runs", "results-quick", "records"))
+    report = args.report or (os.path.join("docs", "RESULTS.md") if full
+                             else os.path.join(os.path.dirname(records), "RESULTS.md"))
+    if not args.report_only:
+        import tensorflow as tf
+
+        from training.results.runner import command_line, run_rows
+
+        if args.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        run_rows(rows, args.budget, records, args.runs or os.path.join("runs", "results"),
+                 seeds=args.seeds, first_seed=args.first_seed, rerun=args.rerun,
+                 command=command_line(), log=lambda m: print(m, flush=True))
+    from training.results.report import write_report
+
+    # The report always covers the whole registry, not only the rows just run.
+    all_rows = registry.load_registry(args.registry)
+    readme = "README.md" if full and args.report is None and os.path.exists("README.md") else None
+    write_report(all_rows, records, report, budget=args.budget, readme=readme)
+    print(f"wrote {report}" + (f" and the results table of {readme}" if readme else ""))
+    return 0
 
 
 def _train(args) -> int:
@@ -199,8 +269,12 @@ def _export(args) -> int:
     meta = {"algorithm": config.algorithm, "task": config.task, "run_name": config.name,
             "meta_steps": learner.step}
     exporter = exporter_for(config)
+    jit = {"jit_compile": True} if getattr(args, "jit_compile", False) else {}
+    if jit and "jit_compile" not in pyinspect.signature(exporter).parameters:
+        raise ValueError(f"--jit-compile applies to supervised exports; {config.algorithm} "
+                         "exports have no XLA option")
     path = exporter(learner, args.to, args.name or config.name, version=args.version,
-                          max_num_steps=args.max_num_steps, extra_metadata=meta)
+                    max_num_steps=args.max_num_steps, extra_metadata=meta, **jit)
     print(path)
     if args.tflite is not None:
         from export import tflite
@@ -289,16 +363,70 @@ def _adapt(args) -> int:
     return 0
 
 
+def _presets() -> int:
+    """Lists the presets from their YAML alone (no TensorFlow import: instant)."""
+    import yaml
+
+    for fn in sorted(os.listdir(PRESET_DIR)):
+        if fn.endswith(".yaml"):
+            with open(os.path.join(PRESET_DIR, fn)) as f:
+                data = yaml.safe_load(f) or {}
+            print(f"{fn[:-5]:28s} {data.get('description', '')}")
+    return 0
+
+
+class _TensorFlowLogFilter:
+    """Drops TensorFlow's C++ log lines (absl's "All log messages before absl::InitializeLog()"
+    notice, the I/W/E lines of the oneDNN, CUDA and CPU-feature probes) from file descriptor 2 and
+    passes everything else through, for the whole command.
+
+    Those lines are written to the descriptor directly, many before any log-level setting applies
+    (TF_CPP_MIN_LOG_LEVEL does not hide them in TensorFlow 2.21), and some only when the runtime
+    first starts, which must happen inside the command (a multi-worker strategy needs a fresh
+    runtime). So the descriptor goes through a pipe whose reader thread filters by line.
+    Fatal (F) lines and Python's own output are kept.
+    """
+
+    _DROP = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
+                       r"[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] |"
+                       r"To enable the following instructions:)")
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self._reader = threading.Thread(target=self._pump, args=(read,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _pump(self, read_fd: int) -> None:
+        with os.fdopen(read_fd, "rb") as pipe, os.fdopen(os.dup(self._saved), "wb", 0) as out:
+            for line in pipe:
+                if not self._DROP.match(line.decode("utf-8", "replace")):
+                    out.write(line)
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)  # closes the pipe's last write end: the reader sees EOF
+        os.close(self._saved)
+        self._reader.join(timeout=5)
+        return False
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "presets":
-            from training.config import list_presets
-            for name, description in list_presets().items():
-                print(f"{name:28s} {description}")
-            return 0
-        return {"train": _train, "evaluate": _evaluate, "export": _export,
-                "adapt": _adapt, "inspect": _inspect}[args.command](args)
+            return _presets()
+        command = {"train": _train, "evaluate": _evaluate, "export": _export,
+                   "adapt": _adapt, "inspect": _inspect, "results": _results}[args.command]
+        if args.verbose:
+            return command(args)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with _TensorFlowLogFilter():
+            return command(args)
     except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as err:
         print(f"metarl {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from metarl_tf.algorithms import (MAMLConfig, MAMLLearner, MetaSGDConfig, MetaSG
                                   ReptileConfig, ReptileLearner)
 from metarl_tf.algorithms.maml_rl import (MAMLRLConfig, MAMLRLLearner, MetaSGDRLLearner,
                                           ReptileRLConfig, ReptileRLLearner)
-from metarl_tf.algorithms.meta_dqn import MetaDQNConfig, MetaDQNLearner
+from metarl_tf.algorithms.meta_dqn import FineTuneDQNLearner, MetaDQNConfig, MetaDQNLearner
 from metarl_tf.algorithms.rl2 import RL2Config, RL2Learner, rl2_policy_for
 from metarl_tf.networks import gaussian_mlp_policy, mlp
 from metarl_tf.networks.q_network import TaskConditionedQNetwork
@@ -44,8 +44,7 @@ ALGORITHMS = {
     "reptile-rl": (ReptileRLConfig, ReptileRLLearner, {}, "rl"),
     "meta-dqn": (MetaDQNConfig, MetaDQNLearner, {}, "dqn"),
     # the fine-tuning baseline: a task-agnostic DQN on all train tasks, fine-tuned whole at test
-    "finetune-dqn": (MetaDQNConfig, MetaDQNLearner,
-                     {"inner_steps": 0, "eval_adaptation": "finetune"}, "dqn"),
+    "finetune-dqn": (MetaDQNConfig, FineTuneDQNLearner, {"inner_steps": 0}, "dqn"),
     "rl2": (RL2Config, RL2Learner, {}, "rl2"),
 }
 # name -> (attribute of metarl_tf.tasks, kind or tuple of kinds); MuJoCo / Meta-World families
@@ -252,6 +251,8 @@ def _from_dict(cls, data: dict, where: str):
     if not isinstance(data, dict):
         raise ValueError(f"`{where}` must be a mapping, got {type(data).__name__}")
     names = [f.name for f in dataclasses.fields(cls) if f.init]
+    if hasattr(cls, "upgrade_fields"):  # a config that dropped fields reads older files
+        data = cls.upgrade_fields(data)
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in `{where}`; valid keys: {names}")
@@ -406,7 +407,8 @@ def _build_dqn_learner(config: ExperimentConfig, tasks, strategy=None):
     network = TaskConditionedQNetwork(tasks.obs_dim, tasks.num_actions,
                                       config.algorithm_config.z_dim, net.hidden, net.activation,
                                       seed=config.seed)
-    return MetaDQNLearner(network, tasks, config.algorithm_config, seed=config.seed)
+    learner_cls = ALGORITHMS[config.algorithm][1]
+    return learner_cls(network, tasks, config.algorithm_config, seed=config.seed)
 
 
 LEARNER_BUILDERS["dqn"] = _build_dqn_learner
@@ -434,3 +436,36 @@ def _build_rl2_learner(config: ExperimentConfig, tasks, strategy=None):
 
 
 LEARNER_BUILDERS["rl2"] = _build_rl2_learner
+
+
+# -- PEARL (off-policy meta-RL with a probabilistic context encoder) -----------------------------
+from metarl_tf.algorithms.pearl import PEARLConfig, PEARLLearner, make_networks  # noqa: E402
+
+ALGORITHMS["pearl"] = (PEARLConfig, PEARLLearner, {}, "pearl")
+EXPORTERS["pearl"] = "export.context_policy:export_context_policy_learner"
+for _task in ("pointnav", "halfcheetah-vel", "halfcheetah-dir", "ant-dir", "ml1"):
+    _kinds = TASKS[_task][1]
+    TASKS[_task] = (TASKS[_task][0], ((_kinds,) if isinstance(_kinds, str) else tuple(_kinds))
+                    + ("pearl",))
+
+
+def _build_pearl_learner(config: ExperimentConfig, tasks, strategy=None):
+    """PEARL: encoder, actor and twin critics sized by the family's spaces; ``network`` sets the
+    actor's and critics' widths, ``algorithm_config.encoder_hidden`` the encoder's."""
+    if strategy is not None:
+        raise ValueError("`distribute` applies to the supervised learners only; PEARL runs on one "
+                         "device (set distribute: none)")
+    cfg, net = config.algorithm_config, config.network
+    if cfg.horizon:
+        tasks = dataclasses.replace(tasks, horizon=cfg.horizon)
+    env = tasks.make_env()
+    space, obs_dim = env.action_space, int(env.observation_space.shape[0])
+    env.close()
+    networks = make_networks(obs_dim, int(space.shape[0]), space.low, space.high, cfg.latent_dim,
+                             net.hidden, cfg.encoder_hidden, net.activation,
+                             cfg.use_information_bottleneck, cfg.use_next_obs_in_context,
+                             seed=config.seed)
+    return PEARLLearner(networks, tasks, cfg, seed=config.seed)
+
+
+LEARNER_BUILDERS["pearl"] = _build_pearl_learner

@@ -1,6 +1,7 @@
 """Reliability checks: killed runs resume, exports survive hostile input and long use, loading is safe.
 
-    python -m training.reliability [--kills 4] [--fuzz-cases 200] [--soak-calls 10000] [--out FILE]
+    python -m training.reliability [--kills 4] [--fuzz-cases 200] [--soak-calls 10000] [--seed S]
+        [--quick] [--json PATH]
 
 prints the table of ``docs/RELIABILITY.md`` (``key=value`` lines, then a Markdown table). The tests
 (``tests/test_reliability.py``) call the same functions with smaller budgets.
@@ -190,7 +191,7 @@ def corrupt_and_resume(base, reference, seed: int) -> dict:
     proc = _metarl(["train", "--resume", run_dir, "--steps", "60", "--quiet", "--threads", "1"])
     recovered = proc.returncode == 0 and "could not be restored" in proc.stderr
     return {"recovered": recovered, "equal": recovered and _summary(run_dir) == reference,
-            "warning": next((l for l in proc.stderr.splitlines() if "warning" in l), "")}
+            "warning": next((line for line in proc.stderr.splitlines() if "warning" in line), "")}
 
 
 # -- exports ------------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def _policy_export(path):
     for key, fn in loaded.signatures.items():
         valid[key] = {name: _valid_value(spec, episodes=3, horizon=5)
                       for name, spec in fn.structured_input_signature[1].items()}
-    for name, spec in loaded.signatures["action_with_params"].structured_input_signature[1].items():
+    for name in loaded.signatures["action_with_params"].structured_input_signature[1]:
         if name == "params":  # the flat parameters that adapt returns
             valid["action_with_params"][name] = loaded.signatures["adapt"](
                 **valid["adapt"])["params"].numpy()
@@ -581,65 +582,121 @@ def main(argv=None) -> int:
     p.add_argument("--soak-calls", type=int, default=10000, help="adapt calls in the soak")
     p.add_argument("--only", choices=("all", "faults"), default="all",
                    help="faults: only the non-finite and env-fault rows (about a minute)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="offsets the kills' and corruptions' seeds (seed * count ..) and the "
+                   "soak's inputs: another seed tries other kill times, kill points and cut "
+                   "points (the fuzz draws are derandomized, the same for every seed)")
+    p.add_argument("--quick", action="store_true",
+                   help="one kill inside a checkpoint's state write, one corruption, 3 fuzz cases "
+                   "per signature, 100 soak calls, one non-finite and one env-fault trial: checks "
+                   "that every check runs, not the figures")
+    p.add_argument("--json", metavar="PATH",
+                   help="also write the figures as one flat JSON dict (the `metarl results` "
+                   "script protocol): counts tried/handled per check, `unhandled` (their sum), "
+                   "and the soak's RSS growth")
     a = p.parse_args(argv)
-    emit = lambda k, v: print(f"{k}={v}", flush=True)
+    for name in ("kills", "corruptions", "fuzz_cases", "soak_calls", "seed"):
+        if getattr(a, name) < (0 if name == "seed" else 1):
+            p.error(f"--{name.replace('_', '-')} must be >= {0 if name == 'seed' else 1}, "
+                    f"got {getattr(a, name)}")
+    if a.quick:
+        a.kills, a.corruptions, a.fuzz_cases, a.soak_calls = 1, 1, 3, 100
+    emit = lambda k, v: print(f"{k}={v}", flush=True)  # noqa: E731
+    figures: dict = {}
     rows = []
     if a.only == "all":
-        rows += _kill_fuzz_soak_rows(a, emit)
-    rows += _fault_rows(emit)
+        rows += _kill_fuzz_soak_rows(a, emit, figures)
+    rows += _fault_rows(emit, figures, quick=a.quick)
+    # Every trial that was not handled as specified, over all checks (0 is the target).
+    # A valid call answering differently after the fuzzing, a PyFunc op in an export and an
+    # unsafe loading site count as failures too.
+    figures["unhandled"] = sum(figures[f"{k}_tried"] - figures[f"{k}_handled"]
+                               for k in ("kills", "corruptions", "fuzz", "nonfinite", "env_faults")
+                               if f"{k}_tried" in figures) + sum(
+        figures.get(k, 0) for k in ("fuzz_not_still_right", "fuzz_pyfunc_ops",
+                                    "unsafe_loading_sites"))
     print("\n| check | result | notes |\n| --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({k: float(v) for k, v in figures.items()}, f, indent=1, sort_keys=True)
     return 0
 
 
-def _kill_fuzz_soak_rows(a, emit) -> list:
+def _kill_fuzz_soak_rows(a, emit, figures) -> list:
     rows = []
+    kinds = ("state",) if a.quick else ("timer", "state", "data")
+    first = a.seed * a.kills
     with tempfile.TemporaryDirectory() as base:
         reference = uninterrupted(base)
         kills = [kill_and_resume(base, reference, how, seed)
-                 for how in ("timer", "state", "data") for seed in range(a.kills)]
+                 for how in kinds for seed in range(first, first + a.kills)]
         for k in kills:
             emit(f"kill_{k['how']}_{k['seed']}", json.dumps(k))
         landed = [k for k in kills if k["killed"]]
         survived = [k for k in landed if k["equal"] and not k["half_written_picked"]]
+        figures.update(kills_tried=len(landed), kills_handled=len(survived),
+                       kills_not_landed=len(kills) - len(landed))
         rows.append(("kills survived / tried (SIGKILL: random time, in checkpoint write)",
                      f"{len(survived)} / {len(landed)}",
                      f"{len(kills) - len(landed)} runs finished before their kill landed"))
-        corrupt = [corrupt_and_resume(base, reference, seed) for seed in range(a.corruptions)]
+        first = a.seed * a.corruptions
+        corrupt = [corrupt_and_resume(base, reference, seed)
+                   for seed in range(first, first + a.corruptions)]
         for i, c in enumerate(corrupt):
             emit(f"corrupt_{i}", json.dumps(c))
+        figures.update(corruptions_tried=len(corrupt),
+                       corruptions_handled=sum(c["equal"] for c in corrupt))
         rows.append(("corrupted checkpoints recovered / tried",
                      f"{sum(c['equal'] for c in corrupt)} / {len(corrupt)}",
                      "newest checkpoint truncated; resume falls back and ends equal"))
+    fuzz = {"fuzz_tried": 0, "fuzz_handled": 0, "fuzz_rejected": 0, "fuzz_not_still_right": 0,
+            "fuzz_pyfunc_ops": 0}
     for kind in FUZZ_TARGETS:
-        for key, c in fuzz_export(kind, a.fuzz_cases).items():
+        for key, c in fuzz_export(kind, a.fuzz_cases, seed=a.seed).items():
             emit(f"fuzz_{kind}_{key}", json.dumps(c))
+            fuzz["fuzz_tried"] += c["tried"]
+            fuzz["fuzz_handled"] += c["tried"] - c["bad"]
+            fuzz["fuzz_rejected"] += c["rejected"]
+            fuzz["fuzz_not_still_right"] += not c["still_right"]
+            fuzz["fuzz_pyfunc_ops"] += len(c["pyfunc_ops"])
             rows.append((f"fuzz {kind}.{key}: handled cleanly / tried",
                          f"{c['tried'] - c['bad']} / {c['tried']}",
                          f"{c['rejected']} rejected, {c['accepted_finite']} finite answers; "
                          f"valid call unchanged after: {c['still_right']}; "
                          f"PyFunc ops: {len(c['pyfunc_ops'])}"))
-    s = soak(a.soak_calls, warmup=max(a.soak_calls // 10, 1))
+    figures.update(fuzz)
+    s = soak(a.soak_calls, warmup=max(a.soak_calls // 10, 1), seed=a.seed)
     emit("soak", json.dumps(s))
+    figures.update(soak_calls=s["calls"], soak_rss_growth_pct=s["growth_pct"],
+                   soak_rss_end_mb=s["rss_end_mb"])
     rows.append((f"soak: RSS growth after warm-up ({s['calls']} adapt calls)",
                  f"{s['growth_pct']:.2f}%",
                  f"{s['rss_after_warmup_mb']:.1f} -> {s['rss_end_mb']:.1f} MB, target < 5%"))
     unsafe = unsafe_loading()
     emit("unsafe_loading", json.dumps(unsafe))
+    figures["unsafe_loading_sites"] = len(unsafe)
     rows.append(("unsafe loading sites (yaml.load, pickle, allow_pickle)", str(len(unsafe)),
                  "; ".join(unsafe) or "none; reviewed: " + "; ".join(
                      f"{k}: {v}" for k, v in UNSAFE_ALLOWED.items())))
     return rows
 
 
-def _fault_rows(emit) -> list:
+def _fault_rows(emit, figures=None, quick: bool = False) -> list:
+    figures = {} if figures is None else figures
     rows = []
     with tempfile.TemporaryDirectory() as base:
-        nonfinite = [nonfinite_trial(base, *t) for t in NONFINITE_TRIALS]
-        env_faults = [env_fault_trial(base, *t) for t in ENV_FAULT_TRIALS]
+        nonfinite = [nonfinite_trial(base, *t)
+                     for t in (NONFINITE_TRIALS[:1] if quick else NONFINITE_TRIALS)]
+        env_faults = [env_fault_trial(base, *t)
+                      for t in (ENV_FAULT_TRIALS[:1] if quick else ENV_FAULT_TRIALS)]
     for i, t in enumerate(nonfinite):
         emit(f"nonfinite_{i}", json.dumps(t))
+    figures.update(nonfinite_tried=len(nonfinite),
+                   nonfinite_handled=sum(t["handled"] for t in nonfinite),
+                   env_faults_tried=len(env_faults),
+                   env_faults_handled=sum(t["handled"] for t in env_faults))
     rows.append(("non-finite batches injected: handled / tried",
                  f"{sum(t['handled'] for t in nonfinite)} / {len(nonfinite)}",
                  "NaN/inf meta-batches in a tiny MAML run: stop naming step and tensor, last good "
@@ -651,7 +708,6 @@ def _fault_rows(emit) -> list:
                  "PointNav raising, NaN observation, AsyncVectorEnv worker os._exit: restarted, "
                  "counted, episodes re-collected; persistent faults stop after max_env_faults=3"))
     return rows
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -105,13 +105,15 @@ class _Progress:
 
 
 def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: bool = False,
-          skip_nonfinite: int = 0) -> dict:
+          skip_nonfinite: int = 0, final_eval: bool = True) -> dict:
     """Meta-trains ``config`` into ``run_dir``; returns the summary (also in ``summary.json``).
 
     With ``resume``, continues from the run directory's latest checkpoint. A NaN/inf loss, gradient
     or parameter raises ``NonFiniteError`` naming the meta-step and tensor, with the bad update
     rolled back, the last good checkpoint kept and the batch saved under ``nonfinite/``; up to
-    ``skip_nonfinite`` such batches are skipped instead (``training/nonfinite.py``).
+    ``skip_nonfinite`` such batches are skipped instead (``training/nonfinite.py``). Without
+    ``final_eval`` the held-out adaptation curve is left to the caller (``metarl results`` scores
+    the test split itself) and the summary has no ``eval``.
     """
     os.makedirs(run_dir, exist_ok=True)
     config_path = os.path.join(run_dir, "config.json")
@@ -166,6 +168,12 @@ def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: b
             manager.save(checkpoint_number=learner.step)
     progress.close()
     train_seconds = time.perf_counter() - start
+    summary = {"name": config.name, "algorithm": config.algorithm, "steps": learner.step,
+               "train_seconds": train_seconds, "final_metrics": metrics}
+    if not final_eval:
+        writer.flush()
+        _write_json(os.path.join(run_dir, "summary.json"), summary)
+        return summary
 
     curve = evaluate_learner(config, learner, config.eval_tasks, config.eval_steps,
                              num_query=config.eval_query)
@@ -174,8 +182,7 @@ def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: b
         for k, value in enumerate(curve[key]):
             tf.summary.scalar(f"eval/{CURVE_NAMES[key]}_after_{k}_steps", value)
     writer.flush()
-    summary = {"name": config.name, "algorithm": config.algorithm, "steps": learner.step,
-               "train_seconds": train_seconds, "final_metrics": metrics, "eval": curve}
+    summary["eval"] = curve
     _write_json(os.path.join(run_dir, "summary.json"), summary)
     _plot_curve(curve, os.path.join(run_dir, "adaptation_curve.png"), config.name)
     return summary

@@ -121,6 +121,8 @@ class MAMLLearner:
             # XLA cannot span replicas: compile each replica's gradient, reduce and apply outside.
             self._replica_grads_fn = tf.function(self._replica_grads, jit_compile=config.jit_compile)
             self._train_fn = tf.function(self._distributed_train_loop, input_signature=signature)
+        self._train_concrete = None  # the traced _train_fn, called directly after the first call
+        self._step_counts = {}  # int -> the int32 scalar tensor train passes (made once each)
 
     # -- what subclasses vary -------------------------------------------------------------------
     def _make_extra_variables(self, seed: int) -> None:
@@ -244,19 +246,34 @@ class MAMLLearner:
         done = 0
         while done < steps:
             n = min(self.config.steps_per_execution, steps - done)
-            out = self._train_fn(tf.constant(n, tf.int32))
+            out = self._call_train_fn(n)
             done += n
         return {k: float(v) for k, v in out.items()}
 
+    def _call_train_fn(self, n: int) -> dict:
+        """One compiled call of ``n`` meta-steps. The first call goes through the ``tf.function``
+        (it traces, and the optimizer builds its variables); later calls go straight to the traced
+        function: the ``tf.function`` dispatch (binding arguments, looking up the trace) costs a
+        sizeable part of a one-meta-step call on one CPU thread (``benchmarks/maml_sinusoid.py``)."""
+        if n not in self._step_counts:
+            self._step_counts[n] = tf.constant(n, tf.int32)
+        if self._train_concrete is None:
+            out = self._train_fn(self._step_counts[n])
+            self._train_concrete = self._train_fn.get_concrete_function()
+            return out
+        return self._train_concrete(self._step_counts[n])
+
     def evaluate(self, num_tasks: int = 600, num_query: int = 100, num_steps: int = 10,
-                 num_support: int | None = None, seed: int | None = None) -> dict:
-        """Adaptation curve on held-out tasks; see ``metarl_tf.evaluation.adaptation_curve``."""
+                 num_support: int | None = None, seed: int | None = None,
+                 split: str = "test") -> dict:
+        """Adaptation curve on held-out tasks of ``split`` ("test" or "validation"); see
+        ``metarl_tf.evaluation.adaptation_curve``."""
         self._require_tasks("evaluate")
         return evaluation.adaptation_curve(
             self.fmodel, self.fmodel.params(), self.tasks, self.update_rule(), num_tasks=num_tasks,
             num_support=self.config.num_support if num_support is None else num_support,
             num_query=num_query,
-            num_steps=num_steps, seed=self.seed if seed is None else seed)
+            num_steps=num_steps, seed=self.seed if seed is None else seed, split=split)
 
     def _require_tasks(self, method: str) -> None:
         if self.tasks is None:

@@ -29,7 +29,7 @@ class ReptileConfig:
 
     The demo's rate, 0.02, suits its tanh network; with the MAML ReLU network a task's 5-step
     inner loop occasionally diverges at 0.02 and the average carries the blow-up into the shared
-    weights (seen at K=5 and K=10, docs/benchmarks/maml_sinusoid_quality_extra.txt), so the
+    weights (seen at K=5 and K=10, docs/notes/benchmarks/maml_sinusoid_quality_extra.txt), so the
     default is 0.01, which was stable in every run.
     """
 

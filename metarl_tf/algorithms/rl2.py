@@ -536,8 +536,10 @@ class RL2Learner:
                 batched = tf.constant(np.stack(tasks), tf.float32)
             key = (len(tasks), greedy)
             if key not in self._eval_fns:
-                def run(task, s, n=len(tasks), g=greedy):
-                    b = self._rollout_tf(self._params(), task, s, n, greedy=g)
+                n = len(tasks)
+
+                def run(task, s):
+                    b = self._rollout_tf(self._params(), task, s, n, greedy=greedy)
                     return b.rewards, b.dones
                 self._eval_fns[key] = tf.function(run, jit_compile=self.config.jit_compile)
             rewards, dones = self._eval_fns[key](batched, tf.constant([seed, 7], tf.int64))

@@ -337,7 +337,7 @@ def _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs, act_s
             vector_env.set_attr("task", [tasks[t] for t in task_ids])
         except Exception as err:
             raise _fault(RuntimeError(f"could not set the tasks {task_ids.tolist()} on the "
-                                      f"sub-environments: {type(err).__name__}: {err}"), err)
+                                      f"sub-environments: {type(err).__name__}: {err}"), err) from err
         assigned = [int(t) for t in task_ids]
     context = lambda step: (f"wave {wave}, step {step}, tasks {task_ids.tolist()} "  # noqa: E731
                             f"(episodes {(slots // num_tasks).tolist()})")
@@ -345,7 +345,7 @@ def _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs, act_s
         obs, _ = vector_env.reset(seed=reset_seed)
     except Exception as err:
         raise _fault(RuntimeError(f"environment raised on reset ({context(0)}): "
-                                  f"{type(err).__name__}: {err}"), err)
+                                  f"{type(err).__name__}: {err}"), err) from err
     alive = live_slots.copy()
     for h in range(horizon):
         obs = np.asarray(obs, np.float32)
@@ -353,7 +353,7 @@ def _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs, act_s
             _check_finite(obs[alive], "observation", task_ids[alive], slots[alive], num_tasks,
                           f"after step {h}" if h else "on reset")
         except ValueError as err:
-            raise _fault(err, None)
+            raise _fault(err, None) from err
         action = np.asarray(policy_fn(obs, task_ids))
         if action.shape != (num_envs,) + act_shape:
             raise ValueError(f"policy_fn returned actions of shape {action.shape}, expected "
@@ -362,13 +362,13 @@ def _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs, act_s
             obs_next, reward, terminated, truncated, _ = vector_env.step(action)
         except Exception as err:  # includes EOFError/BrokenPipeError from a dead worker process
             raise _fault(RuntimeError(f"environment raised during the rollout ({context(h + 1)}): "
-                                      f"{type(err).__name__}: {err}"), err)
+                                      f"{type(err).__name__}: {err}"), err) from err
         reward = np.asarray(reward, np.float32)
         try:
             _check_finite(reward[alive], "reward", task_ids[alive], slots[alive], num_tasks,
                           f"at step {h + 1}")
         except ValueError as err:
-            raise _fault(err, None)
+            raise _fault(err, None) from err
         live = np.flatnonzero(alive)
         observations[slots[live], h] = obs[live]
         actions[slots[live], h] = action[live]

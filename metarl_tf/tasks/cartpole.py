@@ -30,7 +30,7 @@ import tensorflow as tf
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 from metarl_tf._checks import check_int, check_range
-from metarl_tf.tasks._discrete import as_task, check_num_tasks, rng_for, split_index
+from metarl_tf.tasks._discrete import as_task, check_num_tasks, rng_for
 from metarl_tf.tasks._task_env import TaskAttribute
 
 ENV_ID = "metarl_tf/CartPoleDir-v0"

@@ -69,13 +69,13 @@ except ImportError as _err:
                       f"[{type(_err).__name__}: {_err}]") from _err
 
 from metarl_tf._checks import check_int
+from metarl_tf.tasks.splits import split_index
 from metarl_tf.tasks._task_env import TaskAttribute
 
 ML1_ID = "metarl_tf/ML1-v0"
 ML10_ID = "metarl_tf/ML10-v0"
 ML45_ID = "metarl_tf/ML45-v0"
 BENCHMARKS = ("ML1", "ML10", "ML45")
-SPLITS = ("train", "test", "validation")   # index = the spawn key of `sample` (train 0, test 1)
 VALIDATION_SEED_OFFSET = 10_000  # validation goals: Meta-World's generator at benchmark_seed + this
 REWARD_VERSIONS = ("v1", "v2")
 MAX_PATH_LENGTH = 500  # metaworld.sawyer_xyz_env.SawyerXYZEnv.max_path_length
@@ -86,10 +86,6 @@ _BENCHMARKS: dict = {}   # (benchmark, env_name, benchmark_seed, num_goals) -> m
 _LOCK = threading.Lock()
 
 
-def _split_index(split: str) -> int:
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
-    return SPLITS.index(split)
 
 
 def ml1_env_names() -> list[str]:
@@ -174,7 +170,7 @@ class MetaWorldTasks:
     def classes(self, split: str = "train") -> dict:
         """``{env name: Meta-World environment class}`` of a split (no benchmark build needed);
         ``"validation"`` has the train classes."""
-        _split_index(split)
+        split_index(split)
         if self.benchmark == "ML1":            # metaworld.ML1: the same class in both splits
             return {self.env_name: mw_env_dict.ALL_V3_ENVIRONMENTS[self.env_name]}
         table = mw_env_dict.ML10_V3 if self.benchmark == "ML10" else mw_env_dict.ML45_V3
@@ -187,7 +183,7 @@ class MetaWorldTasks:
     def tasks(self, split: str = "train") -> list[Task]:
         """Meta-World's task list of a split, in its order: ``train_tasks``, ``test_tasks``, or
         for ``"validation"`` the ``train_tasks`` generated at ``validation_seed``."""
-        _split_index(split)
+        split_index(split)
         if split == "validation":
             return list(self.build(self.validation_seed).train_tasks)
         bench = self.build()
@@ -206,7 +202,7 @@ class MetaWorldTasks:
             raise ValueError(f"`num_tasks` must be an integer >= 1, got {num_tasks!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"`seed` must be an integer, got {seed!r}")
-        key = _split_index(split)
+        key = split_index(split)
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(key,)))
         by_class: dict[str, list[Task]] = {}
         for task in self.tasks(split):
@@ -255,6 +251,8 @@ def _check_task(task) -> None:
                         f"MetaWorldTasks.sample / .tasks), got {type(task).__name__}")
 
 
+
+
 class MetaWorldEnv(TaskAttribute, gymnasium.Env):
     """One sub-environment for any task of a Meta-World ML benchmark.
 
@@ -288,7 +286,7 @@ class MetaWorldEnv(TaskAttribute, gymnasium.Env):
                                      benchmark_seed=benchmark_seed, num_goals=num_goals,
                                      reward_function_version=reward_function_version,
                                      max_cached_envs=max_cached_envs)
-        _split_index(split)
+        split_index(split)
         self.split = split
         self.terminate_on_success = bool(terminate_on_success)
         self._reward_version = reward_function_version

@@ -82,7 +82,7 @@ except (ImportError, gymnasium.error.DependencyNotInstalled) as _err:  # the lat
                       f"(or 'gymnasium[mujoco]') [{type(_err).__name__}: {_err}]") from _err
 
 from metarl_tf._checks import check_float, check_int, check_range
-from metarl_tf.tasks.pointnav import _split_index
+from metarl_tf.tasks.splits import split_rng as _rng
 from metarl_tf.tasks._task_env import TaskAttribute
 
 HALF_CHEETAH_VEL_ID = "metarl_tf/HalfCheetahVel-v0"
@@ -90,12 +90,6 @@ HALF_CHEETAH_DIR_ID = "metarl_tf/HalfCheetahDir-v0"
 ANT_DIR_ID = "metarl_tf/AntDir-v0"
 ANT_DIRECTIONS = ("forward_backward", "circle")
 
-
-def _rng(seed, split: str) -> np.random.Generator:
-    key = _split_index(split)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"`seed` must be an integer, got {seed!r}")
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(key,)))
 
 
 def _check_num_tasks(num_tasks) -> int:

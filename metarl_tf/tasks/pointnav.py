@@ -42,9 +42,9 @@ import tensorflow as tf
 
 from metarl_tf._checks import check_float, check_int, check_range
 from metarl_tf.tasks._task_env import TaskAttribute
+from metarl_tf.tasks.splits import split_rng, split_seed_tf
 
 ENV_ID = "metarl_tf/PointNav-v0"
-SPLITS = ("train", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +70,9 @@ class PointNavTasks:
 
     def sample(self, num_tasks: int, seed: int, split: str = "train") -> np.ndarray:
         """Draws ``[num_tasks, 2]`` float32 goals with NumPy (for gymnasium environments)."""
-        key = _split_index(split)
         if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
             raise ValueError(f"`num_tasks` must be an integer >= 1, got {num_tasks!r}")
-        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(key,)))
+        rng = split_rng(seed, split)
         return rng.uniform(*self.goal_range, size=(num_tasks, 2)).astype(np.float32)
 
     def sample_tf(self, seed, num_tasks: int, split: str = "train") -> tf.Tensor:
@@ -82,8 +81,7 @@ class PointNavTasks:
         Pure TensorFlow (Philox), so it can run inside a compiled meta-iteration; the stream differs
         from ``sample``'s NumPy one.
         """
-        key = _split_index(split)
-        seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), key, alg="philox")
+        seed = split_seed_tf(seed, split)
         return tf.random.stateless_uniform([num_tasks, 2], seed, *self.goal_range, alg="philox")
 
     def maml_test_goals(self, num_tasks: int = 40) -> np.ndarray:
@@ -105,10 +103,6 @@ class PointNavTasks:
         return PointNavTF(max_action=self.max_action, goal_tolerance=self.goal_tolerance)
 
 
-def _split_index(split: str) -> int:
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
-    return SPLITS.index(split)
 
 
 class PointNavEnv(TaskAttribute, gymnasium.Env):

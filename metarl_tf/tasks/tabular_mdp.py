@@ -32,9 +32,9 @@ import tensorflow as tf
 
 from metarl_tf._checks import check_int
 from metarl_tf.tasks._task_env import TaskAttribute
+from metarl_tf.tasks.splits import split_rng, split_seed_tf
 
 ENV_ID = "metarl_tf/TabularMDP-v0"
-SPLITS = ("train", "test")
 
 
 class MDPTask(NamedTuple):
@@ -48,11 +48,6 @@ class MDPTask(NamedTuple):
     transitions: object
     reward_means: object
 
-
-def _split_index(split: str) -> int:
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
-    return SPLITS.index(split)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +75,9 @@ class TabularMDPTasks:
 
     def sample(self, num_tasks: int, seed: int, split: str = "train") -> list[MDPTask]:
         """Draws ``num_tasks`` MDPs with NumPy (for gymnasium environments and the baselines)."""
-        key = _split_index(split)
         if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
             raise ValueError(f"`num_tasks` must be an integer >= 1, got {num_tasks!r}")
-        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(key,)))
+        rng = split_rng(seed, split)
         s, a = self.num_states, self.num_actions
         p = rng.dirichlet(np.ones(s), size=(num_tasks, s, a)).astype(np.float32)
         mu = rng.normal(1.0, 1.0, size=(num_tasks, s, a)).astype(np.float32)
@@ -94,8 +88,7 @@ class TabularMDPTasks:
 
         Dirichlet(1) rows are normalized Gamma(1) (i.e. exponential) draws.
         """
-        key = _split_index(split)
-        seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), key, alg="philox")
+        seed = split_seed_tf(seed, split)
         seeds = tf.random.experimental.stateless_split(seed, 2, alg="philox")
         s, a = self.num_states, self.num_actions
         u = tf.random.stateless_uniform([num_tasks, s, a, s], seeds[0], minval=1e-12, maxval=1.0,
