@@ -20,7 +20,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,mujoco,metaworld,serving]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,mujoco,metaworld,serving,ray]"
 	touch $(STAMP)
 
 venv-tf-agents: $(TFA_STAMP)

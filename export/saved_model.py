@@ -24,7 +24,7 @@ __all__ = ["SIGNATURE_KEYS", "AdaptableRegressor", "export_learner"]
 def export_learner(learner, base: str, name: str, version: int | None = None,
                    max_num_steps: int = 1000, extra_metadata: dict | None = None,
                    validate_steps: bool = True, jit_compile: bool = False,
-                   step_bound_config: StepBoundConfig = StepBoundConfig()) -> str:
+                   step_bound_config: StepBoundConfig | None = None) -> str:
     """Exports a supervised meta-learner (MAML, FOMAML, Meta-SGD, Reptile) as an AdaptableRegressor.
 
     ``learner`` is a library learner or a ``metarl_tf.keras.MetaModel`` (anything with ``fmodel``
@@ -44,7 +44,7 @@ def export_learner(learner, base: str, name: str, version: int | None = None,
     tasks = getattr(learner, "tasks", None)
     note, bound_meta = "", {"requested": max_num_steps, "validated": False}
     if validate_steps and tasks is not None and hasattr(tasks, "sample_task_params"):
-        cfg = step_bound_config
+        cfg = step_bound_config or StepBoundConfig()
         support = getattr(getattr(learner, "config", None), "num_support", None)
         if support is not None and cfg == StepBoundConfig():
             cfg = dataclasses.replace(cfg, num_support=int(support))

@@ -163,3 +163,47 @@ def test_check_episodes_rejects_unusable_batches():
         check_episodes(good._replace(mask=np.array([[[1, 0, 1]], [[1, 0, 0]]], np.float32)))
     with pytest.raises(ValueError, match="`observations` must be"):
         check_episodes(good._replace(observations=np.zeros((2, 1, 4, 2))))
+
+
+def test_keyed_episodes_do_not_depend_on_waves_and_noise_is_keyed_by_episode():
+    from metarl_tf.rollouts import LocalSampler, episode_seed
+
+    tasks = PointNavTasks()
+    model = gaussian_mlp_policy(2, 2, hidden=(8,))
+    fmodel = FunctionalModel(model)
+    params = fmodel.tile(fmodel.params(), 3)
+    apply_fn = policy_apply_fn(model)
+    goals = tasks.sample(3, seed=1)
+    one = LocalSampler(make_vector_env(tasks.make_env, num_envs=1), keyed=True)
+    four = LocalSampler(make_vector_env(tasks.make_env, num_envs=4), keyed=True)
+    a = one.collect(apply_fn, "gaussian", params, goals, 2, 5, seed=7)   # 6 waves of 1 episode
+    b = four.collect(apply_fn, "gaussian", params, goals, 2, 5, seed=7)  # 2 waves, 2 idle slots
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    # log_std starts at 0 (std 1): action - mean(obs) is the keyed noise itself, draw h of
+    # Philox(episode_seed(7, task, episode, 1)), whatever sub-environment ran the episode.
+    mean = np.asarray(apply_fn(params, tf.constant(a.observations.reshape(3, 10, 2))))[..., :2]
+    noise = a.actions.reshape(3, 10, 2) - mean
+    for t in range(3):
+        for n in range(2):
+            eps = np.random.Generator(np.random.Philox(episode_seed(7, t, n, 1))).standard_normal(
+                (5, 2), dtype=np.float32)
+            live = a.mask[t, n] > 0
+            np.testing.assert_allclose(noise.reshape(3, 2, 5, 2)[t, n][live], eps[live],
+                                       atol=1e-5)
+    c = four.collect(apply_fn, "gaussian", params, goals, 2, 5, seed=8)
+    assert not np.allclose(a.actions, c.actions)            # another seed, other noise
+
+
+def test_keyed_policy_needs_numpy_backend_and_start_wave():
+    model = gaussian_mlp_policy(2, 2, hidden=(8,))
+    fmodel = FunctionalModel(model)
+    params = fmodel.tile(fmodel.params(), 1)
+    with pytest.raises(ValueError, match="`keyed=True` needs the NumPy backend"):
+        policy_from_params(policy_apply_fn(model), params, keyed=True, backend="tf")
+    policy = policy_from_params(policy_apply_fn(model), params, keyed=True)
+    with pytest.raises(RuntimeError, match="needs start_wave"):
+        policy(np.zeros((1, 2), np.float32), np.zeros(1, np.int32))
+    with pytest.raises(ValueError, match="`task_keys` needs a `seed`"):
+        collect_episodes(make_vector_env(PointNavTasks().make_env, 1), policy,
+                         np.zeros((1, 2), np.float32), 1, 2, task_keys=[0])

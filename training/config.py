@@ -61,6 +61,8 @@ TASKS = {
     "bandits": ("BernoulliBanditTasks", "rl2"),
     "tabular-mdp": ("TabularMDPTasks", "rl2"),
     "ml1": ("MetaWorldTasks", "rl2"),
+    "ml10": ("ML10Tasks", ("rl", "rl2")),   # Meta-World's official ML10 / ML45 (500-step episodes)
+    "ml45": ("ML45Tasks", ("rl", "rl2")),
 }
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 # kind -> builder(config, tasks, strategy) -> learner, for kinds beyond "supervised" and "rl" (RL²,
@@ -96,6 +98,49 @@ class NetworkConfig:
         check_mlp_args(1, 1, self.hidden, self.activation, self.init)
 
 
+SAMPLER_BACKENDS = ("local", "ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """Where the gymnasium RL learners (MAML-TRPO, ProMP, ...) step their environments.
+
+    ``backend: ray`` moves the stepping to Ray actors (``metarl_tf.rollouts.ray_sampler``,
+    ``pip install 'metarl-tf[ray]'``); the learner stays in this process. Ray seeds every episode
+    by (seed, task, episode), and so does ``keyed: true`` locally: a keyed local run and a Ray run
+    of the same config give the same episodes, so a run may move between them on resume.
+    """
+
+    backend: str = "local"  # "local" (this process) or "ray" (Ray actors).
+    keyed: bool = False  # Local: seed each episode by (seed, task, episode), as Ray always does.
+    num_workers: int = 2  # Ray actors, one CPU each.
+    envs_per_worker: int = 0  # Sub-environments per actor; 0 = ceil(meta_batch_size / num_workers).
+    address: Any = None  # A running Ray cluster ("auto", "ray://head:10001"); None = start one here.
+    num_cpus: int = 0  # CPUs of the Ray cluster started here; 0 = Ray counts the machine's.
+    max_worker_restarts: int = 3  # Ray actor deaths recovered per collection before raising.
+
+    def __post_init__(self):
+        if self.backend not in SAMPLER_BACKENDS:
+            raise ValueError(f"`sampler.backend` must be one of {list(SAMPLER_BACKENDS)}, got "
+                             f"{self.backend!r}")
+        check_bool(self, "keyed")
+        check_int(self, "num_workers")
+        check_int(self, "envs_per_worker", minimum=0)
+        check_int(self, "num_cpus", minimum=0)
+        check_int(self, "max_worker_restarts", minimum=0)
+        if self.address is not None and (not isinstance(self.address, str) or not self.address):
+            raise ValueError(f"`sampler.address` must be a Ray address string or null, got "
+                             f"{self.address!r}")
+        if self.address is not None and self.num_cpus:
+            raise ValueError("`sampler.num_cpus` sizes a Ray cluster started by the run; a cluster "
+                             "at `sampler.address` has its own CPUs (set num_cpus: 0)")
+
+    @property
+    def episodes_keyed(self) -> bool:
+        """Whether episodes are seeded per (seed, task, episode) (Ray, or ``keyed`` locally)."""
+        return self.backend == "ray" or self.keyed
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """One training run."""
@@ -116,6 +161,7 @@ class ExperimentConfig:
     eval_steps: int = 10  # Inner steps in the final adaptation curve.
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism() for the run.
     distribute: str = "none"  # "none", "mirrored" (all local devices) or "multi_worker" (TF_CONFIG).
+    sampler: Any = None  # SamplerConfig (or a dict of its fields): local or Ray env stepping.
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -144,6 +190,19 @@ class ExperimentConfig:
         elif isinstance(net, dict):
             net = _from_dict(NetworkConfig, net, "network")
         object.__setattr__(self, "network", net)
+        sampler = self.sampler
+        if sampler is None:
+            sampler = SamplerConfig()
+        elif isinstance(sampler, dict):
+            sampler = _from_dict(SamplerConfig, sampler, "sampler")
+        elif not isinstance(sampler, SamplerConfig):
+            raise ValueError(f"`sampler` must be a SamplerConfig or a mapping, got "
+                             f"{type(sampler).__name__}")
+        object.__setattr__(self, "sampler", sampler)
+        if sampler != SamplerConfig() and kind != "rl":
+            raise ValueError(f"`sampler` applies to the gymnasium RL learners (MAML-TRPO, ProMP, "
+                             f"...); algorithm {self.algorithm!r} collects its own episodes "
+                             "(leave `sampler` at its defaults)")
         for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_tasks",
                      "eval_query"):
             check_int(self, name)
@@ -309,12 +368,34 @@ def build_learner(config: ExperimentConfig, strategy: tf.distribute.Strategy | N
         env.close()
         policy = gaussian_mlp_policy(obs_dim, act_dim, net.hidden, net.activation,
                                      seed=config.seed)
-        return learner_cls(policy, tasks, config.algorithm_config, seed=config.seed)
+        return learner_cls(policy, tasks, config.algorithm_config, seed=config.seed,
+                           sampler=build_sampler(config, tasks))
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = mlp(tasks.input_dim, tasks.output_dim, net.hidden, net.activation, net.init,
                     seed=config.seed)
     return learner_cls(model, tasks, config.algorithm_config, seed=config.seed, strategy=strategy)
+
+
+def build_sampler(config: ExperimentConfig, tasks):
+    """The episode sampler ``config.sampler`` describes: ``None`` (the learner's own local vector
+    env, one noise stream per collection), a keyed ``LocalSampler``, or a ``RaySampler`` (starts or
+    joins the Ray cluster)."""
+    import math
+
+    from metarl_tf.rollouts.sampler import LocalSampler, make_vector_env
+
+    spec = config.sampler
+    batch = config.algorithm_config.meta_batch_size
+    if spec.backend == "local":
+        if not spec.keyed:
+            return None
+        return LocalSampler(make_vector_env(tasks.make_env, num_envs=batch), keyed=True)
+    from metarl_tf.rollouts.ray_sampler import RaySampler   # needs the `ray` extra
+    return RaySampler(tasks.make_env, num_workers=spec.num_workers,
+                      envs_per_worker=spec.envs_per_worker or math.ceil(batch / spec.num_workers),
+                      address=spec.address, num_cpus=spec.num_cpus or None,
+                      max_worker_restarts=spec.max_worker_restarts)
 
 
 def _build_dqn_learner(config: ExperimentConfig, tasks, strategy=None):

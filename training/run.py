@@ -122,8 +122,12 @@ def train(config: ExperimentConfig, run_dir: str, quiet: bool = False, resume: b
                               "it or choose a new --out")
     if resume:
         saved = read_run_config(run_dir)
-        if dataclasses.replace(saved, steps=config.steps) != config:
-            raise ValueError(f"{run_dir} holds a different run; only `steps` may change on resume")
+        same = dataclasses.replace(saved, steps=config.steps)
+        if saved.sampler.episodes_keyed and config.sampler.episodes_keyed:
+            same = dataclasses.replace(same, sampler=config.sampler)  # same episodes either way
+        if same != config:
+            raise ValueError(f"{run_dir} holds a different run; only `steps` (and, between keyed "
+                             "samplers, `sampler`) may change on resume")
     _write_json(config_path, config.to_dict())
     if not quiet:
         print(f"config: {json.dumps(config.to_dict())}", file=sys.stderr)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import NamedTuple, Protocol, Sequence
 
 import gymnasium
@@ -227,6 +228,10 @@ class MAMLRLLearner:
       seed: base seed; iteration ``n`` samples tasks and noise from ``(seed, n)``.
       vector_env: for the gymnasium path: sub-environments from ``make_vector_env`` (default: one
         per task of the meta-batch, built from ``tasks.make_env``).
+      sampler: for the gymnasium path, what collects the episodes instead of ``vector_env``: a
+        ``LocalSampler`` (``keyed=True`` seeds each episode by task and index) or a ``RaySampler``
+        (``metarl_tf.rollouts.ray_sampler``: environment stepping on Ray actors, the same episodes
+        as the keyed local sampler).
 
     Example::
 
@@ -240,7 +245,7 @@ class MAMLRLLearner:
     config_type = MAMLRLConfig
 
     def __init__(self, policy: keras.Model, tasks, config, seed: int = 0,
-                 vector_env: gymnasium.vector.VectorEnv | None = None):
+                 vector_env: gymnasium.vector.VectorEnv | None = None, sampler=None):
         if not isinstance(policy, keras.Model):
             raise TypeError(f"`policy` must be a keras.Model, got {type(policy).__name__}")
         if not isinstance(config, self.config_type):
@@ -253,7 +258,14 @@ class MAMLRLLearner:
         self.fmodel = FunctionalModel(policy)
         self.apply_fn, self.distribution = pg_losses.resolve_policy(policy)
         self.baseline = LinearFeatureBaseline()
-        self.in_graph = vector_env is None and isinstance(tasks, PointNavTasks)
+        if sampler is not None and not callable(getattr(sampler, "collect", None)):
+            raise TypeError(f"`sampler` must have a `collect` method (LocalSampler, RaySampler), "
+                            f"got {type(sampler).__name__}")
+        if sampler is not None and vector_env is not None:
+            raise ValueError("give `vector_env` or `sampler`, not both (a LocalSampler wraps a "
+                             "vector env)")
+        self.sampler = sampler
+        self.in_graph = vector_env is None and sampler is None and isinstance(tasks, PointNavTasks)
         if self.in_graph:
             if self.distribution != "gaussian":
                 raise ValueError("in-graph PointNav needs a Gaussian policy (gaussian_mlp_policy)")
@@ -263,10 +275,13 @@ class MAMLRLLearner:
                 if not callable(getattr(tasks, method, None)):
                     raise TypeError(f"`tasks` must have a `{method}` method (RLTaskFamily), got "
                                     f"{type(tasks).__name__}")
-            if vector_env is None:
+            if vector_env is None and sampler is None:
                 vector_env = make_vector_env(tasks.make_env, num_envs=config.meta_batch_size)
         self.vector_env = vector_env
         self.env_faults = EnvFaults()   # recovered env faults; the `env_faults` metric
+        # Wall seconds of the last gymnasium-path iteration: {"sampling", "inner", "outer"}
+        # (episode collection; preparation + inner steps; the outer update incl. its preparation).
+        self.timings: dict = {}
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self._make_extra_variables()
         self._make_outer_state()
@@ -441,6 +456,11 @@ class MAMLRLLearner:
 
     def _collect(self, params, tasks, seed: int, episodes_per_task: int,
                  deterministic: bool = False) -> Episodes:
+        if self.sampler is not None:
+            return self.sampler.collect(self.apply_fn, self.distribution, params, tasks,
+                                        episodes_per_task, self.config.horizon, seed,
+                                        deterministic=deterministic, faults=self.env_faults,
+                                        max_env_faults=getattr(self.config, "max_env_faults", 3))
         policy = policy_from_params(self.apply_fn, params, self.distribution, seed=seed,
                                     deterministic=deterministic)
         return collect_episodes(self.vector_env, policy, tasks, episodes_per_task,
@@ -450,6 +470,8 @@ class MAMLRLLearner:
     def _gym_iteration(self):
         cfg = self.config
         step = self.step
+        clock = {"sampling": 0.0, "inner": 0.0, "outer": 0.0}
+        t0 = time.perf_counter()
         tasks = list(self.tasks.sample(cfg.meta_batch_size, self._gym_seed(1, step, 0), "train"))
         policy, extra = self._split(self._theta())
         params = self.fmodel.tile(policy, cfg.meta_batch_size)
@@ -457,11 +479,20 @@ class MAMLRLLearner:
         for k in range(cfg.inner_steps):
             episodes = self._collect(params, tasks, self._gym_seed(1, step, k + 1),
                                      cfg.episodes_per_task)
+            t1 = time.perf_counter()
             batch, params = self._prepare_adapt_fn(params, episodes, extra)
             pre.append(batch)
+            t2 = time.perf_counter()
+            clock["sampling"] += t1 - t0
+            clock["inner"] += t2 - t1
+            t0 = t2
         episodes = self._collect(params, tasks, self._gym_seed(1, step, cfg.inner_steps + 1),
                                  cfg.episodes_per_task)
+        t1 = time.perf_counter()
         metrics = self._outer_fn(tuple(pre), self._prepare_fn(params, episodes))
+        clock["sampling"] += t1 - t0
+        clock["outer"] = time.perf_counter() - t1
+        self.timings = clock
         self.step_counter.assign_add(1)
         return metrics
 

@@ -12,6 +12,13 @@ The result has fixed shapes ``[T, N, H, ...]`` whatever the episode lengths, so 
 never retraces. In error messages "step k" is the k-th ``step`` call of an episode (1-based): the
 reward of step k sits at time index ``k - 1`` of ``Episodes``.
 
+Given ``task_keys`` (integer keys of the tasks, e.g. their indices in the meta-batch), every episode
+is seeded by ``(seed, task key, episode index)`` alone: its sub-environment's reset
+(``episode_seed``) and, for a keyed policy (``policy_from_params(..., keyed=True)``), its action
+noise. The episodes then do not depend on which sub-environment, wave or process runs them, which
+is what lets ``RaySampler`` (``metarl_tf.rollouts.ray_sampler``) split a meta-batch over workers
+and still return exactly the local sampler's episodes.
+
 Example::
 
     tasks = PointNavTasks()
@@ -44,10 +51,23 @@ class PolicyFn(Protocol):
 
     Returns:
       ``[E, *act_shape]`` actions (NumPy or tensor).
+
+    A keyed policy also has ``start_wave(task_keys [E], episodes [E], horizon)``, which
+    ``collect_episodes`` calls before each wave when given ``task_keys``: the noise of row ``e`` at
+    step ``h`` of the wave is then a function of ``(seed, task_keys[e], episodes[e], h)`` only.
     """
 
     def __call__(self, observations: np.ndarray, task_ids: np.ndarray):
         ...
+
+
+def episode_seed(seed: int, task_key: int, episode: int, stream: int = 0) -> int:
+    """A 31-bit seed for one episode: a function of ``(seed, task_key, episode, stream)`` only.
+
+    ``stream`` 0 seeds the environment's reset, 1 the policy's action noise.
+    """
+    entropy = [int(v) % 2 ** 32 for v in (seed, task_key, episode, stream)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 class EnvStepError(RuntimeError):
@@ -183,7 +203,8 @@ def make_vector_env(env_fn: Callable[[], gymnasium.Env] | str, num_envs: int,
 def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn,
                      tasks: Sequence, episodes_per_task: int, horizon: int,
                      seed: int | None = None, max_env_faults: int = 3,
-                     faults: EnvFaults | None = None) -> Episodes:
+                     faults: EnvFaults | None = None,
+                     task_keys: Sequence[int] | None = None) -> Episodes:
     """Runs ``episodes_per_task`` episodes of at most ``horizon`` steps for every task.
 
     Args:
@@ -200,6 +221,11 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
         re-collected from scratch (reset seeded ``seed + 7919 * fault`` when ``seed`` is given), so
         the result stays well-formed. Fault ``max_env_faults + 1`` raises. 0: raise on the first.
       faults: an ``EnvFaults`` counter to record recovered faults in (e.g. the learner's).
+      task_keys: one integer per task; given, episode ``n`` of task ``t`` resets its
+        sub-environment with ``episode_seed(seed, task_keys[t], n)`` (every wave, and the same
+        again when a fault re-collects it) and a keyed policy draws its noise from
+        ``(seed, task_keys[t], n)``: the episodes are independent of waves and processes (module
+        docstring). Needs ``seed``.
 
     Returns:
       ``Episodes`` of NumPy arrays: observations ``[T, N, H, obs_dim]``, actions ``[T, N, H,
@@ -230,6 +256,14 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
     tasks = list(tasks)
     if not tasks:
         raise ValueError("`tasks` must contain at least one task")
+    if task_keys is not None:
+        task_keys = [int(k) for k in task_keys]
+        if len(task_keys) != len(tasks):
+            raise ValueError(f"`task_keys` must have one key per task ({len(tasks)}), got "
+                             f"{len(task_keys)}")
+        if seed is None:
+            raise ValueError("`task_keys` needs a `seed` (episodes are seeded from (seed, task "
+                             "key, episode))")
     num_tasks, num_envs = len(tasks), vector_env.num_envs
     obs_space, act_space = vector_env.single_observation_space, vector_env.single_action_space
     discrete = isinstance(act_space, gymnasium.spaces.Discrete)
@@ -254,6 +288,13 @@ def collect_episodes(vector_env: gymnasium.vector.VectorEnv, policy_fn: PolicyFn
                 reset_seed = seed if wave == 0 else None
                 if faults_here and seed is not None:
                     reset_seed = seed + 7919 * faults_here
+                if task_keys is not None:   # every slot seeded by (seed, task key, episode)
+                    reset_seed = [episode_seed(seed, task_keys[i % num_tasks], i // num_tasks)
+                                  for i in slots]
+                    start_wave = getattr(policy_fn, "start_wave", None)
+                    if start_wave is not None:
+                        start_wave([task_keys[i % num_tasks] for i in slots],
+                                   [int(i) // num_tasks for i in slots], horizon)
                 assigned = _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs,
                                  act_shape, horizon, wave, reset_seed, assigned,
                                  observations, actions, rewards, mask)
@@ -296,7 +337,7 @@ def _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs, act_s
             vector_env.set_attr("task", [tasks[t] for t in task_ids])
         except Exception as err:
             raise _fault(RuntimeError(f"could not set the tasks {task_ids.tolist()} on the "
-                                      f"sub-environments: {type(err).__name__}: {err}"), err)
+                                      f"sub-environments: {type(err).__name__}: {err}"), err) from err
         assigned = [int(t) for t in task_ids]
     context = lambda step: (f"wave {wave}, step {step}, tasks {task_ids.tolist()} "  # noqa: E731
                             f"(episodes {(slots // num_tasks).tolist()})")
@@ -304,7 +345,7 @@ def _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs, act_s
         obs, _ = vector_env.reset(seed=reset_seed)
     except Exception as err:
         raise _fault(RuntimeError(f"environment raised on reset ({context(0)}): "
-                                  f"{type(err).__name__}: {err}"), err)
+                                  f"{type(err).__name__}: {err}"), err) from err
     alive = live_slots.copy()
     for h in range(horizon):
         obs = np.asarray(obs, np.float32)
@@ -312,7 +353,7 @@ def _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs, act_s
             _check_finite(obs[alive], "observation", task_ids[alive], slots[alive], num_tasks,
                           f"after step {h}" if h else "on reset")
         except ValueError as err:
-            raise _fault(err, None)
+            raise _fault(err, None) from err
         action = np.asarray(policy_fn(obs, task_ids))
         if action.shape != (num_envs,) + act_shape:
             raise ValueError(f"policy_fn returned actions of shape {action.shape}, expected "
@@ -321,13 +362,13 @@ def _wave(vector_env, policy_fn, tasks, slots, total, num_tasks, num_envs, act_s
             obs_next, reward, terminated, truncated, _ = vector_env.step(action)
         except Exception as err:  # includes EOFError/BrokenPipeError from a dead worker process
             raise _fault(RuntimeError(f"environment raised during the rollout ({context(h + 1)}): "
-                                      f"{type(err).__name__}: {err}"), err)
+                                      f"{type(err).__name__}: {err}"), err) from err
         reward = np.asarray(reward, np.float32)
         try:
             _check_finite(reward[alive], "reward", task_ids[alive], slots[alive], num_tasks,
                           f"at step {h + 1}")
         except ValueError as err:
-            raise _fault(err, None)
+            raise _fault(err, None) from err
         live = np.flatnonzero(alive)
         observations[slots[live], h] = obs[live]
         actions[slots[live], h] = action[live]
@@ -359,7 +400,8 @@ BACKENDS = ("auto", "numpy", "tf")
 
 def policy_from_params(apply_fn: Callable, params: Sequence[tf.Tensor],
                        distribution: str = "gaussian", seed: int = 0,
-                       deterministic: bool = False, backend: str = "auto") -> PolicyFn:
+                       deterministic: bool = False, backend: str = "auto",
+                       keyed: bool = False) -> PolicyFn:
     """A ``PolicyFn`` that samples from a policy with task-batched parameters.
 
     Two backends compute the same policy. ``"tf"`` runs ``apply_fn`` and the draw as one traced
@@ -385,6 +427,10 @@ def policy_from_params(apply_fn: Callable, params: Sequence[tf.Tensor],
       seed: seeds the noise stream (see above).
       deterministic: act with the mean / the most likely action instead of sampling.
       backend: ``"auto"``, ``"numpy"`` or ``"tf"``.
+      keyed: noise keyed by episode instead of one stream: the policy gets ``start_wave`` (see
+        ``PolicyFn``) and row ``e``'s noise at step ``h`` of a wave is draw ``h`` of
+        ``Generator(Philox(episode_seed(seed, key_e, episode_e, 1)))``. NumPy backend only (a
+        Gaussian MLP with a NumPy mirror).
 
     Returns:
       A callable ``(observations [E, obs_dim], task_ids [E]) -> np.ndarray actions``; each
@@ -404,8 +450,11 @@ def policy_from_params(apply_fn: Callable, params: Sequence[tf.Tensor],
         raise ValueError("`backend='numpy'` needs a Gaussian MLP policy with a NumPy mirror "
                          "(policy_apply_fn(gaussian_mlp_policy(...)) with a linear, relu, tanh, "
                          "sigmoid, elu, softplus or silu activation); use backend='tf' or 'auto'")
+    if keyed and (backend == "tf" or numpy_apply is None):
+        raise ValueError("`keyed=True` needs the NumPy backend: a Gaussian MLP policy with a NumPy "
+                         "mirror (policy_apply_fn(gaussian_mlp_policy(...)))")
     if backend != "tf" and numpy_apply is not None:
-        policy = _numpy_gaussian_policy(numpy_apply, params, seed, deterministic)
+        policy = _numpy_gaussian_policy(numpy_apply, params, seed, deterministic, keyed)
         policy.backend = "numpy"
         return policy
     policy = _tf_policy(apply_fn, params, distribution, seed, deterministic)
@@ -413,11 +462,12 @@ def policy_from_params(apply_fn: Callable, params: Sequence[tf.Tensor],
     return policy
 
 
-def _numpy_gaussian_policy(numpy_apply, params, seed, deterministic):
+def _numpy_gaussian_policy(numpy_apply, params, seed, deterministic, keyed=False):
     """The NumPy backend of ``policy_from_params`` for a Gaussian MLP."""
-    weights = [np.asarray(tf.convert_to_tensor(p), np.float32) for p in params]
+    weights = [np.asarray(p, np.float32) for p in params]
     rng = np.random.Generator(np.random.Philox(seed))
     cache = {"ids": None, "rows": None}
+    wave = {"noise": None, "step": 0}
 
     def policy(observations, task_ids):
         ids = np.asarray(task_ids, np.int32)
@@ -429,10 +479,64 @@ def _numpy_gaussian_policy(numpy_apply, params, seed, deterministic):
         mean = mean[:, 0]
         if deterministic:
             return mean
-        eps = rng.standard_normal(mean.shape, dtype=np.float32)
+        if keyed:
+            if wave["noise"] is None or wave["step"] >= wave["noise"].shape[1]:
+                raise RuntimeError("a keyed policy needs start_wave(task_keys, episodes, horizon) "
+                                   "before each wave of at most `horizon` steps "
+                                   "(collect_episodes(..., task_keys=...) calls it)")
+            eps = wave["noise"][:, wave["step"]]
+            wave["step"] += 1
+        else:
+            eps = rng.standard_normal(mean.shape, dtype=np.float32)
         return mean + np.exp(log_std) * eps
 
+    def start_wave(task_keys, episodes, horizon):
+        act_dim = weights[-1].shape[-1]                                 # log_std [T, act_dim]
+        wave["noise"] = np.stack([
+            np.random.Generator(np.random.Philox(episode_seed(seed, k, n, 1))).standard_normal(
+                (int(horizon), act_dim), dtype=np.float32)
+            for k, n in zip(task_keys, episodes)])
+        wave["step"] = 0
+
+    if keyed:
+        policy.start_wave = start_wave
     return policy
+
+
+class LocalSampler:
+    """Collects a meta-batch on a local vector env: the sampler protocol the learners call.
+
+    ``collect(apply_fn, distribution, params, tasks, episodes_per_task, horizon, seed, ...)`` is
+    ``collect_episodes`` with ``policy_from_params(apply_fn, params, ...)``; ``RaySampler`` has the
+    same method. With ``keyed=True`` the episodes are seeded per ``(seed, task index, episode)``
+    (``task_keys``), so a run gives the same episodes as one sampling on Ray.
+
+    Args:
+      vector_env: sub-environments from ``make_vector_env``.
+      keyed: seed per episode (NumPy Gaussian policies only), else one noise stream per call.
+    """
+
+    def __init__(self, vector_env: gymnasium.vector.VectorEnv, keyed: bool = False):
+        if not isinstance(vector_env, gymnasium.vector.VectorEnv):
+            raise TypeError(f"`vector_env` must be a gymnasium.vector.VectorEnv, got "
+                            f"{type(vector_env).__name__}")
+        self.vector_env = vector_env
+        self.keyed = bool(keyed)
+
+    def collect(self, apply_fn, distribution: str, params, tasks, episodes_per_task: int,
+                horizon: int, seed: int, deterministic: bool = False,
+                faults: EnvFaults | None = None, max_env_faults: int = 3) -> Episodes:
+        """``episodes_per_task`` episodes of at most ``horizon`` steps for every task
+        (``Episodes`` ``[T, N, H, ...]``); ``params`` are task-batched ``[T, ...]``."""
+        tasks = list(tasks)
+        policy = policy_from_params(apply_fn, params, distribution, seed=seed,
+                                    deterministic=deterministic, keyed=self.keyed)
+        return collect_episodes(self.vector_env, policy, tasks, episodes_per_task, horizon,
+                                seed=seed, faults=faults, max_env_faults=max_env_faults,
+                                task_keys=range(len(tasks)) if self.keyed else None)
+
+    def close(self) -> None:
+        self.vector_env.close()
 
 
 def _tf_policy(apply_fn, params, distribution, seed, deterministic):

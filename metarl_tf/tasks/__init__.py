@@ -3,7 +3,7 @@
 Importing this package registers the gymnasium environments: ``metarl_tf/PointNav-v0`` and, by
 entry-point string (nothing optional is imported until ``gymnasium.make`` asks for it),
 ``metarl_tf/HalfCheetahVel-v0``, ``metarl_tf/HalfCheetahDir-v0``, ``metarl_tf/AntDir-v0`` (need
-``gymnasium[mujoco]``), ``metarl_tf/ML1-v0`` and ``metarl_tf/ML10-v0`` (need ``metaworld``).
+``gymnasium[mujoco]``), ``metarl_tf/ML1-v0``, ``metarl_tf/ML10-v0`` and ``metarl_tf/ML45-v0`` (need ``metaworld``).
 
 The MuJoCo and Meta-World families are exported lazily: ``from metarl_tf.tasks import
 HalfCheetahVelTasks`` imports ``metarl_tf.tasks.mujoco`` (and MuJoCo) on first use only, so this
@@ -31,6 +31,8 @@ _OPTIONAL_ENVS = {
                          {"benchmark": "ML1", "env_name": "reach-v3"}),
     "metarl_tf/ML10-v0": ("metarl_tf.tasks.metaworld:MetaWorldEnv", 500,
                           {"benchmark": "ML10", "env_name": None}),
+    "metarl_tf/ML45-v0": ("metarl_tf.tasks.metaworld:MetaWorldEnv", 500,
+                          {"benchmark": "ML45", "env_name": None}),
 }
 
 # name -> module of the lazily exported optional families.
@@ -38,6 +40,7 @@ _LAZY = {
     "HalfCheetahVelTasks": "mujoco", "HalfCheetahDirTasks": "mujoco", "AntDirTasks": "mujoco",
     "HalfCheetahVelEnv": "mujoco", "HalfCheetahDirEnv": "mujoco", "AntDirEnv": "mujoco",
     "MetaWorldTasks": "metaworld", "MetaWorldEnv": "metaworld",
+    "ML10Tasks": "metaworld", "ML45Tasks": "metaworld",
 }
 
 

@@ -1,4 +1,4 @@
-"""Meta-World ML1 and ML10 as task families for the meta-RL samplers.
+"""Meta-World ML1, ML10 and ML45 as task families for the meta-RL samplers.
 
 Meta-World (Yu et al. 2019, arXiv:1910.10897; the ``metaworld`` package 3.1.x, MuJoCo 3.3.0) through
 its classic API (see ``PAPERS.md`` section 5)::
@@ -11,7 +11,16 @@ its classic API (see ``PAPERS.md`` section 5)::
 
 * ML1: one manipulation environment; train and test tasks are different goal (and object) positions
   of it (Meta-World draws the test goals with ``seed + 1``).
-* ML10: 10 training environments and 5 different held-out test environments.
+* ML10: 10 training environments and 5 different held-out test environments; ML45: 45 and 5.
+* Splits: ``"train"`` is Meta-World's ``train_tasks`` (what training samples from), ``"test"`` its
+  ``test_tasks`` (ML10/ML45: the held-out environment classes; touched only to report), and
+  ``"validation"`` this library's tuning split: the TRAIN classes with goals drawn by Meta-World's
+  own generator at ``benchmark_seed + VALIDATION_SEED_OFFSET`` (``metaworld.ML10(seed=s + 10000)
+  .train_tasks``), so different goal/object positions than any training task. Tune on it, report
+  on ``"test"``; it measures within-class goal generalisation, the only held-out data a benchmark
+  whose test classes are the test split leaves for tuning.
+* Reward: Meta-World's ``reward_function_version="v2"`` (its default; Meta-World+ arXiv:2505.11289
+  shows results move between v1 and v2, so it is stated and configurable).
 * The goal is hidden from the observation (39 floats, the goal slots zero); the horizon is
   Meta-World's ``max_path_length``, 500 steps; ``info["success"]`` is 1.0 on a step that solves the
   task (an episode counts as a success if it is ever 1, MW ``docs/evaluation/evaluation.md``).
@@ -25,12 +34,14 @@ This module gives the two pieces the samplers need:
 * ``MetaWorldEnv``: a ``gymnasium.Env`` with ``set_task`` / ``get_task`` and a settable ``task``
   property (so ``collect_episodes``'s ``set_attr("task", ...)`` drives it). It holds one Meta-World
   environment per class it has seen and switches between them as the task's class changes, so one
-  sub-environment serves every task of ML10. Registered as ``metarl_tf/ML1-v0`` (``env_name``
-  keyword, default ``"reach-v3"``) and ``metarl_tf/ML10-v0``, with a 500-step ``TimeLimit``.
+  sub-environment serves every task of ML10/ML45 (keeping at most ``max_cached_envs`` built, each
+  MuJoCo model is ~18 MB). Registered as ``metarl_tf/ML1-v0`` (``env_name`` keyword, default
+  ``"reach-v3"``), ``metarl_tf/ML10-v0`` and ``metarl_tf/ML45-v0``, with a 500-step ``TimeLimit``.
+* ``ML10Tasks()`` / ``ML45Tasks()``: the two official families at the paper settings (500 steps).
 
-Building a benchmark runs Meta-World's goal generation (about 5 s for ML1, 15-35 s for ML10 on two
-cores); it is done once per process and cached. An environment whose task is set before its first
-``reset`` (the sampler's order) never builds one.
+Building a benchmark runs Meta-World's goal generation (measured here: ~6 s for ML10, ~30 s for
+ML45; ML1 a few seconds); it is done once per process and cached. An environment whose task is set
+before its first ``reset`` (the sampler's order) never builds one.
 
 Example::
 
@@ -63,13 +74,18 @@ from metarl_tf.tasks._task_env import TaskAttribute
 
 ML1_ID = "metarl_tf/ML1-v0"
 ML10_ID = "metarl_tf/ML10-v0"
-BENCHMARKS = ("ML1", "ML10")
+ML45_ID = "metarl_tf/ML45-v0"
+BENCHMARKS = ("ML1", "ML10", "ML45")
+VALIDATION_SEED_OFFSET = 10_000  # validation goals: Meta-World's generator at benchmark_seed + this
+REWARD_VERSIONS = ("v1", "v2")
 MAX_PATH_LENGTH = 500  # metaworld.sawyer_xyz_env.SawyerXYZEnv.max_path_length
 OBS_DIM = 39
 ACT_DIM = 4
 
 _BENCHMARKS: dict = {}   # (benchmark, env_name, benchmark_seed, num_goals) -> metaworld.Benchmark
 _LOCK = threading.Lock()
+
+
 
 
 def ml1_env_names() -> list[str]:
@@ -82,22 +98,27 @@ class MetaWorldTasks:
     """A Meta-World meta-learning benchmark as a task family with a train and a test split.
 
     Args:
-      benchmark: ``"ML1"`` or ``"ML10"``.
+      benchmark: ``"ML1"``, ``"ML10"`` or ``"ML45"``.
       env_name: the ML1 environment (e.g. ``"reach-v3"``; ``ml1_env_names()`` lists them); must be
-        ``None`` for ML10.
+        ``None`` for ML10 / ML45.
       benchmark_seed: the seed passed to ``metaworld.ML1(env_name, seed=...)`` /
         ``metaworld.ML10(seed=...)``; it fixes the goal positions of both splits (the same seed
         given to ``gym.make_vec("Meta-World/ML1-test", seed=...)`` yields the same test goals).
       num_goals: goal variations generated per environment class (Meta-World's ``_N_GOALS``, 50;
         fewer builds faster).
       horizon: episode length, at most Meta-World's ``max_path_length`` (500).
+      reward_function_version: Meta-World's reward (``"v2"``, its default, or ``"v1"``).
+      max_cached_envs: built Meta-World environments each sub-environment keeps (least recently
+        used dropped; one per class of a meta-batch would be 200 MuJoCo models for ML10).
     """
 
-    benchmark: str = "ML1"
-    env_name: str | None = "reach-v3"
-    benchmark_seed: int = 0
-    num_goals: int = 50
-    horizon: int = MAX_PATH_LENGTH
+    benchmark: str = "ML1"  # "ML1", "ML10" or "ML45".
+    env_name: str | None = "reach-v3"  # The ML1 environment; None for ML10 / ML45.
+    benchmark_seed: int = 0  # Seed of Meta-World's goal generation (both splits).
+    num_goals: int = 50  # Goals per environment class (Meta-World's _N_GOALS).
+    horizon: int = MAX_PATH_LENGTH  # Episode length (the TimeLimit), <= 500.
+    reward_function_version: str = "v2"  # Meta-World's reward version (stated in results).
+    max_cached_envs: int = 2  # Built Meta-World envs kept per sub-environment (LRU).
     obs_dim = OBS_DIM
     act_dim = ACT_DIM
 
@@ -114,41 +135,57 @@ class MetaWorldTasks:
         check_int(self, "benchmark_seed", minimum=0)
         check_int(self, "num_goals")
         check_int(self, "horizon")
+        check_int(self, "max_cached_envs")
+        if self.reward_function_version not in REWARD_VERSIONS:
+            raise ValueError(f"`reward_function_version` must be one of {REWARD_VERSIONS}, got "
+                             f"{self.reward_function_version!r}")
         if self.horizon > MAX_PATH_LENGTH:
             raise ValueError(f"`horizon` must be <= {MAX_PATH_LENGTH} (Meta-World's "
                              f"max_path_length), got {self.horizon}")
 
     # -- the benchmark -------------------------------------------------------------------------
-    def build(self) -> "metaworld.Benchmark":
-        """The ``metaworld.ML1`` / ``metaworld.ML10`` object (built once per process, cached)."""
-        key = (self.benchmark, self.env_name, self.benchmark_seed, self.num_goals)
+    @property
+    def validation_seed(self) -> int:
+        """The goal-generation seed of the ``"validation"`` split."""
+        return self.benchmark_seed + VALIDATION_SEED_OFFSET
+
+    def build(self, seed: int | None = None) -> "metaworld.Benchmark":
+        """The ``metaworld.ML1`` / ``ML10`` / ``ML45`` object at ``seed`` (default
+        ``benchmark_seed``), built once per process and cached."""
+        seed = self.benchmark_seed if seed is None else int(seed)
+        key = (self.benchmark, self.env_name, seed, self.num_goals)
         with _LOCK:
             if key not in _BENCHMARKS:
                 saved = metaworld._N_GOALS               # Meta-World's own knob (its MT entry
                 metaworld._N_GOALS = self.num_goals      # points set it from `num_goals` too)
                 try:
                     if self.benchmark == "ML1":
-                        _BENCHMARKS[key] = metaworld.ML1(self.env_name, seed=self.benchmark_seed)
+                        _BENCHMARKS[key] = metaworld.ML1(self.env_name, seed=seed)
                     else:
-                        _BENCHMARKS[key] = metaworld.ML10(seed=self.benchmark_seed)
+                        _BENCHMARKS[key] = getattr(metaworld, self.benchmark)(seed=seed)
                 finally:
                     metaworld._N_GOALS = saved
             return _BENCHMARKS[key]
 
     def classes(self, split: str = "train") -> dict:
-        """``{env name: Meta-World environment class}`` of a split (no benchmark build needed)."""
-        _split_index(split)
+        """``{env name: Meta-World environment class}`` of a split (no benchmark build needed);
+        ``"validation"`` has the train classes."""
+        split_index(split)
         if self.benchmark == "ML1":            # metaworld.ML1: the same class in both splits
             return {self.env_name: mw_env_dict.ALL_V3_ENVIRONMENTS[self.env_name]}
-        return dict(mw_env_dict.ML10_V3[split])
+        table = mw_env_dict.ML10_V3 if self.benchmark == "ML10" else mw_env_dict.ML45_V3
+        return dict(table["test" if split == "test" else "train"])
 
     def env_names(self, split: str = "train") -> list[str]:
         """The environment names of a split (ML1: the one environment in both)."""
         return list(self.classes(split))
 
     def tasks(self, split: str = "train") -> list[Task]:
-        """Meta-World's task list of a split (``train_tasks`` or ``test_tasks``), in its order."""
-        _split_index(split)
+        """Meta-World's task list of a split, in its order: ``train_tasks``, ``test_tasks``, or
+        for ``"validation"`` the ``train_tasks`` generated at ``validation_seed``."""
+        split_index(split)
+        if split == "validation":
+            return list(self.build(self.validation_seed).train_tasks)
         bench = self.build()
         return list(bench.train_tasks if split == "train" else bench.test_tasks)
 
@@ -165,7 +202,7 @@ class MetaWorldTasks:
             raise ValueError(f"`num_tasks` must be an integer >= 1, got {num_tasks!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"`seed` must be an integer, got {seed!r}")
-        key = _split_index(split)
+        key = split_index(split)
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(key,)))
         by_class: dict[str, list[Task]] = {}
         for task in self.tasks(split):
@@ -184,10 +221,22 @@ class MetaWorldTasks:
     def make_env(self, task: Task | None = None, split: str = "train",
                  **kwargs) -> gymnasium.Env:
         """A ``MetaWorldEnv`` of this benchmark inside a ``TimeLimit(horizon)``."""
+        kwargs.setdefault("reward_function_version", self.reward_function_version)
+        kwargs.setdefault("max_cached_envs", self.max_cached_envs)
         env = MetaWorldEnv(benchmark=self.benchmark, env_name=self.env_name,
                            benchmark_seed=self.benchmark_seed, num_goals=self.num_goals,
                            split=split, task=task, **kwargs)
         return gymnasium.wrappers.TimeLimit(env, max_episode_steps=self.horizon)
+
+
+def ML10Tasks(**kwargs) -> MetaWorldTasks:
+    """Meta-World ML10 (10 train classes, 5 test classes, 500-step episodes, reward v2)."""
+    return MetaWorldTasks(benchmark="ML10", env_name=None, **kwargs)
+
+
+def ML45Tasks(**kwargs) -> MetaWorldTasks:
+    """Meta-World ML45 (45 train classes, 5 test classes, 500-step episodes, reward v2)."""
+    return MetaWorldTasks(benchmark="ML45", env_name=None, **kwargs)
 
 
 def task_goal(task: Task) -> tuple[str, np.ndarray]:
@@ -203,21 +252,13 @@ def _check_task(task) -> None:
 
 
 
-def _split_index(split: str) -> int:
-    """Meta-World's own splits: its ``train_tasks`` and ``test_tasks`` (no validation split yet:
-    tune on a held-out part of the train tasks)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"`split` must be 'train' or 'test' for Meta-World (its own train and "
-                         f"test tasks), got {split!r}")
-    return split_index(split)
-
 
 class MetaWorldEnv(TaskAttribute, gymnasium.Env):
     """One sub-environment for any task of a Meta-World ML benchmark.
 
     Args:
-      env_name: the ML1 environment (``None`` for ML10).
-      benchmark: ``"ML1"`` or ``"ML10"``.
+      env_name: the ML1 environment (``None`` for ML10 / ML45).
+      benchmark: ``"ML1"``, ``"ML10"`` or ``"ML45"``.
       benchmark_seed: the benchmark seed (only used to draw a default task, see below).
       num_goals: goals per class of that benchmark (idem).
       split: the split a default task is drawn from.
@@ -226,6 +267,7 @@ class MetaWorldEnv(TaskAttribute, gymnasium.Env):
       terminate_on_success: end the episode (``terminated``) on the first successful step, as
         Meta-World's evaluation does; off by default (training runs the full horizon).
       reward_function_version: Meta-World's reward version (``"v2"``, its default).
+      max_cached_envs: built Meta-World environments kept (least recently used closed first).
 
     Observations are float64 ``[39]``, actions float32 ``[4]`` in ``[-1, 1]`` (all v3 environments
     share them). ``info`` is Meta-World's (``success`` as a float, ``near_object``,
@@ -239,10 +281,12 @@ class MetaWorldEnv(TaskAttribute, gymnasium.Env):
     def __init__(self, env_name: str | None = "reach-v3", benchmark: str = "ML1",
                  benchmark_seed: int = 0, num_goals: int = 50, split: str = "train",
                  task: Task | None = None, terminate_on_success: bool = False,
-                 reward_function_version: str = "v2"):
+                 reward_function_version: str = "v2", max_cached_envs: int = 2):
         self.family = MetaWorldTasks(benchmark=benchmark, env_name=env_name,
-                                     benchmark_seed=benchmark_seed, num_goals=num_goals)
-        _split_index(split)
+                                     benchmark_seed=benchmark_seed, num_goals=num_goals,
+                                     reward_function_version=reward_function_version,
+                                     max_cached_envs=max_cached_envs)
+        split_index(split)
         self.split = split
         self.terminate_on_success = bool(terminate_on_success)
         self._reward_version = reward_function_version
@@ -266,12 +310,14 @@ class MetaWorldEnv(TaskAttribute, gymnasium.Env):
             raise ValueError(f"task of environment {task.env_name!r} does not belong to "
                              f"{self.family.benchmark}; valid environments: "
                              f"{', '.join(self._classes)}")
-        env = self._envs.get(task.env_name)
+        env = self._envs.pop(task.env_name, None)
         if env is None:
+            while len(self._envs) >= self.family.max_cached_envs:   # least recently used first
+                self._envs.pop(next(iter(self._envs))).close()
             env = self._classes[task.env_name](reward_function_version=self._reward_version)
             if self._seed is not None:
                 env.seed(self._seed)
-            self._envs[task.env_name] = env
+        self._envs[task.env_name] = env             # most recently used last
         env.set_task(task)
         self._env, self._task, self._pending = env, task, True
 

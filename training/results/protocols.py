@@ -19,6 +19,9 @@ named floats (the metric and the baselines) and an optional adaptation curve for
                 sampling, UCB1, greedy and random (bandits) or the value-iteration optimum and
                 random (tabular MDPs), all on the same test tasks.
     meta_dqn    Meta-DQN: greedy return and success after adapting z on the test tasks.
+    metaworld   Meta-World ML10 / ML45: ``metaworld.evaluation.metalearning_evaluation`` at its
+                defaults (``metarl_tf.integrations.metaworld``), adapted and unadapted on the same
+                goals: meta-test success (the held-out classes), meta-train success, per test class.
     pearl       PEARL (oyster's protocol): deterministic return under the prior (z = its mean) and
                 after each exploration episode of posterior sampling, on the test tasks.
     script      a benchmark script that writes its figures as JSON (speed, serving, ...).
@@ -276,6 +279,39 @@ def meta_dqn(row, budget, seed, run_dir, params):
                      "xlabel": "inner steps on z"}
 
 
+def metaworld(row, budget, seed, run_dir, params):
+    from metarl_tf.integrations.metaworld import ProtocolConfig, evaluate_protocol
+    from training.config import kind_of
+
+    config = resolve_config(row, budget, seed)
+    learner = train_or_resume(config, run_dir)  # scoring steps Meta-World's own environments
+    eval_seed = int(params.get("eval_seed", 0))
+    protocol = ProtocolConfig(config.task.upper(), benchmark_seed=eval_seed,
+                              **params.get("protocol", {}))
+    env_kwargs = None
+    if kind_of(config) == "rl2":
+        from metarl_tf.algorithms.rl2_metaworld import RL2MetaWorldAgent
+
+        env_kwargs = {"recurrent_info_in_obs": True, "normalize_reward_in_recurrent_info": False}
+        make_agent = lambda n: RL2MetaWorldAgent(learner, n, seed=eval_seed)  # noqa: E731
+    else:
+        from metarl_tf.tasks.metaworld import MAMLMetaWorldAgent
+
+        make_agent = lambda n: MAMLMetaWorldAgent(learner, n, seed=eval_seed)  # noqa: E731
+    result = evaluate_protocol(make_agent, protocol, splits=params.get("splits", ["test", "train"]),
+                               env_kwargs=env_kwargs)
+    figures = {}
+    for split in ("test", "train", "validation"):
+        if split in result:
+            got = result[split]
+            figures[f"{split}_success"] = float(got["success"])
+            figures[f"{split}_unadapted_success"] = float(got["unadapted_success"])
+            figures[f"{split}_mean_return"] = float(got["mean_return"])
+    for name, value in result["test"]["per_task"].items():
+        figures[f"test_success_{name}"] = float(value)
+    return figures, None
+
+
 def pearl(row, budget, seed, run_dir, params):
     config = resolve_config(row, budget, seed)
     learner = train_or_resume(config, run_dir)
@@ -323,4 +359,4 @@ def script(row, budget, seed, run_dir, params):
 
 
 PROTOCOL_FNS = {"supervised": supervised, "maml_rl": maml_rl, "rl2": rl2, "meta_dqn": meta_dqn,
-                "pearl": pearl, "script": script}
+                "metaworld": metaworld, "pearl": pearl, "script": script}

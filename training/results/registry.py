@@ -30,7 +30,7 @@ GROUPS = ("Sinusoid regression (MAML paper protocol)", "Meta-RL with MAML (MuJoC
           "Meta-DQN (task-conditioned Q, z adapted by gradient steps)", "PEARL", "Learned update rules",
           "Speed", "Serving", "Reliability")
 DIRECTIONS = ("higher", "lower")
-PROTOCOLS = ("supervised", "maml_rl", "rl2", "meta_dqn", "pearl", "script")
+PROTOCOLS = ("supervised", "maml_rl", "rl2", "meta_dqn", "metaworld", "pearl", "script")
 
 
 @dataclasses.dataclass(frozen=True)
