@@ -45,7 +45,9 @@ def test_registry_rows_resolve_at_both_budgets():
             if row.preset is not None:
                 config = runner.protocols.resolve_config(row, budget, seed=1)
                 assert config.seed == 1 and config.name == row.name
-        assert row.budget_seeds("quick") == 1 and row.budget_seeds("full") >= 3
+        assert row.budget_seeds("quick") == 1
+        # a learning claim (a row with a target) rests on at least 3 training seeds
+        assert row.target is None or row.budget_seeds("full") >= 3, row.name
 
 
 def test_bad_rows_are_refused_by_field(tmp_path):

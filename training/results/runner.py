@@ -143,6 +143,12 @@ def run_rows(rows: list[Row], budget: str, records_dir: str, runs_dir: str,
             if not _claim(run_dir):
                 log(f"{row.name} seed {seed}: another process is running it, skipped")
                 continue
+            if not rerun and any(r["budget"] == budget and r["seed"] == seed
+                                 and r["definition_hash"] == key
+                                 for r in read_records(records_dir, row.name)):
+                _release(run_dir)  # another process finished it since this row started
+                log(f"{row.name} seed {seed}: recorded, skipped")
+                continue
             log(f"{row.name} seed {seed}: running ({budget} budget)")
             start = time.perf_counter()
             try:
