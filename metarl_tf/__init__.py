@@ -11,4 +11,6 @@ Importing the package registers its gymnasium environments (``metarl_tf/PointNav
 """
 __version__ = "0.1.0"
 
-from metarl_tf import tasks as _tasks  # noqa: E402,F401  (registers the gymnasium ids)
+from metarl_tf.envs import register_envs as _register_envs  # noqa: E402
+
+_register_envs()  # by entry-point string: imports gymnasium only, no family module

@@ -11,7 +11,7 @@ package imports without them.
 """
 import importlib
 
-import gymnasium
+from metarl_tf.envs import register_envs
 
 from metarl_tf.tasks.pointnav import (PointNavEnv, PointNavState, PointNavTasks, PointNavTF)
 from metarl_tf.tasks.regression import (SinusoidTasks, sample_task_batch, task_batch_from_params)
@@ -20,20 +20,6 @@ from metarl_tf.tasks.gridworld import GridWorldEnv, GridWorldTasks, GridWorldTF
 from metarl_tf.tasks.mountaincar import MountainCarLREnv, MountainCarLRTasks, MountainCarTF
 from metarl_tf.tasks.bandits import BanditEnv, BanditTF, BernoulliBanditTasks  # RL² families
 from metarl_tf.tasks.tabular_mdp import MDPTask, TabularMDPEnv, TabularMDPTasks, TabularMDPTF
-
-# id -> (entry point, max_episode_steps, kwargs): the optional families (horizons: MAML-RL's 200
-# steps for the locomotion tasks, Meta-World's max_path_length 500).
-_OPTIONAL_ENVS = {
-    "metarl_tf/HalfCheetahVel-v0": ("metarl_tf.tasks.mujoco:HalfCheetahVelEnv", 200, {}),
-    "metarl_tf/HalfCheetahDir-v0": ("metarl_tf.tasks.mujoco:HalfCheetahDirEnv", 200, {}),
-    "metarl_tf/AntDir-v0": ("metarl_tf.tasks.mujoco:AntDirEnv", 200, {}),
-    "metarl_tf/ML1-v0": ("metarl_tf.tasks.metaworld:MetaWorldEnv", 500,
-                         {"benchmark": "ML1", "env_name": "reach-v3"}),
-    "metarl_tf/ML10-v0": ("metarl_tf.tasks.metaworld:MetaWorldEnv", 500,
-                          {"benchmark": "ML10", "env_name": None}),
-    "metarl_tf/ML45-v0": ("metarl_tf.tasks.metaworld:MetaWorldEnv", 500,
-                          {"benchmark": "ML45", "env_name": None}),
-}
 
 # name -> module of the lazily exported optional families.
 _LAZY = {
@@ -45,11 +31,8 @@ _LAZY = {
 
 
 def register_optional_envs() -> None:
-    """Registers the MuJoCo and Meta-World ids by entry-point string; safe to call twice."""
-    for env_id, (entry_point, steps, kwargs) in _OPTIONAL_ENVS.items():
-        if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point=entry_point, max_episode_steps=steps,
-                               kwargs=dict(kwargs))
+    """Registers every family's id (``metarl_tf.envs``); kept for callers of the old name."""
+    register_envs()
 
 
 def __getattr__(name):
@@ -59,15 +42,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-register_optional_envs()
-
-# The discrete-action families of Meta-DQN (horizons: CartPole-v0's 200, MountainCar-v0's 200).
-for _id, _entry, _steps in (("metarl_tf/CartPoleDir-v0", "metarl_tf.tasks.cartpole:CartPoleDirEnv", 200),
-                            ("metarl_tf/GridWorld-v0", "metarl_tf.tasks.gridworld:GridWorldEnv", 20),
-                            ("metarl_tf/MountainCarLR-v0",
-                             "metarl_tf.tasks.mountaincar:MountainCarLREnv", 200)):
-    if _id not in gymnasium.registry:
-        gymnasium.register(id=_id, entry_point=_entry, max_episode_steps=_steps)
+register_envs()
 
 __all__ = ["SinusoidTasks", "sample_task_batch", "task_batch_from_params", "PointNavEnv",
            "PointNavState", "PointNavTasks", "PointNavTF", "register_optional_envs",
