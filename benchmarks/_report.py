@@ -3,6 +3,7 @@ atomically) and ``train_on_budget`` (a time-budgeted training loop with checkpoi
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 
@@ -60,53 +61,13 @@ def train_on_budget(learner, manager, minutes: float, max_iterations: int, progr
     return time.perf_counter() - t0
 
 
-def add_lr_drop_arg(parser) -> None:
-    parser.add_argument("--lr-drop", type=float, nargs=2, default=None,
-                        metavar=("ITERATION", "LR"),
-                        help="from this iteration on (also when resuming past it), Adam's rate "
-                             "is LR")
-
-
-def train_with_evals(learner, test, args, digits: int = 3):
-    """The RL² benchmarks' loop: resume from ``args.ckpt`` when it holds a checkpoint, then train
-    in chunks of ``args.eval_every`` iterations up to ``args.iterations``, evaluating on ``test``
-    and checkpointing after each, until ``args.max_minutes`` (0: no limit) have passed.
-    ``args.lr_drop`` (iteration, rate) sets Adam's rate from that iteration on.
-
-    Returns ``(first_iteration, seconds, stopped_on_time_budget)``.
-    """
-    import tensorflow as tf
-
-    manager = None
-    if args.ckpt:
-        ckpt = tf.train.Checkpoint(**learner.checkpoint_items())
-        manager = tf.train.CheckpointManager(ckpt, args.ckpt, max_to_keep=2)
-        if manager.latest_checkpoint:
-            ckpt.restore(manager.latest_checkpoint)
-            print(f"resumed at iteration {learner.step}", flush=True)
-    drop_at = int(args.lr_drop[0]) if args.lr_drop else None
-    t0 = time.perf_counter()
-    start = learner.step
-    while learner.step < args.iterations:
-        if drop_at is not None and learner.step >= drop_at:
-            learner.optimizer.learning_rate.assign(args.lr_drop[1])
-        todo = min(args.eval_every - learner.step % args.eval_every,
-                   args.iterations - learner.step)
-        if drop_at is not None and learner.step < drop_at:
-            todo = min(todo, drop_at - learner.step)
-        m = learner.train(todo)
-        ev = learner.evaluate(tasks=test, seed=3)
-        print(f"iteration={learner.step} train_trial_return={m['trial_return']:.{digits}f} "
-              f"entropy={m['entropy']:.3f} eval_total={ev['trial_return']:.{digits}f} "
-              f"elapsed_s={time.perf_counter() - t0:.0f}", flush=True)
-        if manager:
-            manager.save(checkpoint_number=learner.step)
-        if args.max_minutes and time.perf_counter() - t0 > 60 * args.max_minutes:
-            return start, time.perf_counter() - t0, True
-    return start, time.perf_counter() - t0, False
-
-
-def lr_text(args) -> str:
-    """``lr=...`` plus the drop, for the runs' summary line."""
-    drop = f" lr_from_{int(args.lr_drop[0])}={args.lr_drop[1]}" if args.lr_drop else ""
-    return f"lr={args.lr}{drop}"
+def median_ms(fn, repeats: int, warmup: int = 20) -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``repeats`` calls, after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(statistics.median(times))

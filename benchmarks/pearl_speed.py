@@ -37,21 +37,10 @@ import tensorflow as tf  # noqa: E402
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
-from benchmarks._report import Report  # noqa: E402
+from benchmarks._report import Report, median_ms  # noqa: E402
 from export import tflite  # noqa: E402
 from export.context_policy import export_context_policy_learner  # noqa: E402
 from training.config import apply_overrides, build_learner, load_config  # noqa: E402
-
-
-def median_ms(fn, repeats: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
 
 
 def checkpoint_bytes(learner) -> int:

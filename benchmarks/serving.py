@@ -35,7 +35,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,16 +57,7 @@ from metarl_tf.networks import gaussian_mlp_policy  # noqa: E402
 from metarl_tf.params import FunctionalModel  # noqa: E402
 from serving_standin import ServingStandIn  # noqa: E402
 
-
-def median_ms(fn, repeats: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+from benchmarks._report import median_ms  # noqa: E402
 
 
 ADAPT_SPECS = [tf.TensorSpec([None, 1], tf.float32, name="support_x"),
