@@ -2,7 +2,7 @@
 
 usage:
     python benchmarks/cost_curves.py [--tiny] [--only sinusoid,pointnav,rl2] [--repeats 3]
-                                     [--out-dir docs/benchmarks] [--no-two-threads]
+                                     [--out-dir docs/notes/benchmarks] [--no-two-threads]
 
 Curves (one TensorFlow thread; the largest point of each sinusoid curve also with two threads, in
 a child process, since a process's thread count is fixed when TensorFlow starts):
@@ -236,7 +236,7 @@ def main() -> int:
     p.add_argument("--tiny", action="store_true", help="two small points per curve, one repeat")
     p.add_argument("--only", default="sinusoid,pointnav,rl2")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out-dir", default=os.path.join(ROOT, "docs", "benchmarks"))
+    p.add_argument("--out-dir", default=os.path.join(ROOT, "docs", "notes", "benchmarks"))
     p.add_argument("--no-two-threads", action="store_true",
                    help="skip the two-thread child run of the largest sinusoid points")
     p.add_argument("--threads", type=int, default=1, help="TF threads (read before TF starts)")

@@ -1,4 +1,4 @@
-"""The JAX side of the HLO comparison in ``docs/benchmarks/maml_sinusoid_speed.txt``: counts the dot
+"""The JAX side of the HLO comparison in ``docs/notes/benchmarks/maml_sinusoid_speed.txt``: counts the dot
 FLOPs and fusions of a jitted second-order MAML meta-step on the sinusoid workload (MLP 1-40-40-1
 ReLU, 25 tasks x (10 support + 10 query), one inner SGD step at 0.01, optax Adam 1e-3, tasks drawn
 inside the jit), written here independently of the peer script, for the same workload.

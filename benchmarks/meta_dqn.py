@@ -1,11 +1,11 @@
 """Meta-DQN benchmark (issue 8): CartPoleDir and GridWorld, key=value lines.
 
-Parts (each writes its full output, command and date to docs/benchmarks/<file>.txt):
+Parts (each writes its full output, command and date to docs/notes/benchmarks/<file>.txt):
 
   --part cartpole-scratch   per-task double DQNs trained from scratch for --scratch-steps env
                             steps on the first --scratch-tasks held-out CartPoleDir variants
                             (batched over tasks); their returns are saved to
-                            docs/benchmarks/meta_dqn_cartpole_scratch.json for the next part
+                            docs/notes/benchmarks/meta_dqn_cartpole_scratch.json for the next part
   --part cartpole           the five-way comparison on those held-out variants (reads the json):
                             Meta-DQN (z adapted on a one-step model head from 200 random-policy
                             transitions), the unadapted z, a task-agnostic DQN (the same learner
@@ -13,7 +13,7 @@ Parts (each writes its full output, command and date to docs/benchmarks/<file>.t
                             whole network from the same 200 transitions (the task-agnostic DQN's
                             and the meta-trained one's, the best of --finetune-lrs and 1 ..
                             --finetune-steps steps), and the scratch DQNs; writes
-                            docs/benchmarks/meta_dqn_cartpole.txt
+                            docs/notes/benchmarks/meta_dqn_cartpole.txt
   --part gridworld          meta-DQN on the 5x5 grid-world; success on the 5 held-out goals
                             (default --grid-config: the meta-dqn-gridworld preset's settings;
                             pass '{"inner_loss": "td", ...}' for the TD inner loss);
@@ -49,7 +49,7 @@ from metarl_tf.algorithms.meta_dqn import MetaDQNConfig, MetaDQNLearner  # noqa:
 from metarl_tf.networks.q_network import TaskConditionedQNetwork  # noqa: E402
 from metarl_tf.tasks import CartPoleDirTasks, GridWorldTasks  # noqa: E402
 
-OUT = os.path.join(ROOT, "docs", "benchmarks")
+OUT = os.path.join(ROOT, "docs", "notes", "benchmarks")
 LINES: list[str] = []
 
 
@@ -332,7 +332,7 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="gridworld: train and score one learner per seed (default: --seed)")
     p.add_argument("--out", default="",
-                   help="output file name under docs/benchmarks/ (default: the part's own name)")
+                   help="output file name under docs/notes/benchmarks/ (default: the part's own name)")
     p.add_argument("--eval-tasks", type=int, default=20)
     p.add_argument("--scratch-tasks", type=int, default=6)
     p.add_argument("--scratch-steps", type=int, default=50000)

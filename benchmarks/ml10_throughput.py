@@ -4,7 +4,7 @@ usage:
     python benchmarks/ml10_throughput.py [--tasks 20] [--episodes 1] [--horizon 500] [--repeats 2]
         [--iteration-episodes 2] [--full-iteration] [--iterations 2] [--skip-collection]
         [--skip-iteration] [--ml45-workers 2 4 8 16 32]
-        [--out docs/benchmarks/ml10_throughput]
+        [--out docs/notes/benchmarks/ml10_throughput]
 
 Part 1, env steps per second collecting ML10 (``ML10Tasks``, Meta-World's train tasks,
 ``--tasks`` tasks stratified over the 10 classes, ``--episodes`` episodes of ``--horizon`` steps
@@ -157,7 +157,7 @@ def main():
     p.add_argument("--skip-collection", action="store_true", help="parts 2 only")
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--ml45-workers", type=int, nargs="+", default=[2, 4, 8, 16, 32])
-    p.add_argument("--out", default="docs/benchmarks/ml10_throughput")
+    p.add_argument("--out", default="docs/notes/benchmarks/ml10_throughput")
     a = p.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -1,7 +1,7 @@
 """Serving latency and throughput: adapt through the SavedModel, gRPC, REST and TFLite.
 
     .venv/bin/python benchmarks/serving.py [--repeats 200] [--rounds 3] [--tiny]
-                                           [--out docs/benchmarks/serving.txt] [--json FILE]
+                                           [--out docs/notes/benchmarks/serving.txt] [--json FILE]
 
 Measures, on the MAML sinusoid regressor (1 -> 40 -> 40 -> 1, relu; Finn et al. 2017):
 
@@ -158,7 +158,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=None, help="calls per timing (200; --tiny: 30)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--tiny", action="store_true", help="30 repeats, 1 round, adapt rows only")
-    p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks", "serving.txt"))
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "notes", "benchmarks", "serving.txt"))
     p.add_argument("--json", help="also write the figures as one JSON dict to this file")
     args = p.parse_args()
     if args.tiny:
