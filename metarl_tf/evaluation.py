@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from metarl_tf import adaptation
@@ -18,6 +19,13 @@ from metarl_tf.core import RegressionTaskDistribution
 from metarl_tf.params import FunctionalModel, mse
 from metarl_tf.tasks.regression import sample_task_batch
 from metarl_tf.tasks.splits import split_seed
+
+
+def ci95(values) -> float:
+    """Half width of the normal 95% interval of the mean of ``values`` (1-D): ``1.96 * std /
+    sqrt(n)``, the per-task interval every learner's ``evaluate`` reports."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    return float(1.96 * values.std() / math.sqrt(max(values.size, 1)))
 
 
 def held_out_seed(seed: int, split: str = "test") -> tf.Tensor:
@@ -40,7 +48,7 @@ def adaptation_curve(fmodel: FunctionalModel, params, tasks: RegressionTaskDistr
                            num_steps, seed, split)
     return {
         "mse": [float(row.mean()) for row in curve],
-        "ci95": [float(1.96 * row.std() / math.sqrt(num_tasks)) for row in curve],
+        "ci95": [ci95(row) for row in curve],
         "num_tasks": num_tasks, "num_support": num_support, "num_query": num_query,
     }
 

@@ -46,6 +46,7 @@ from metarl_tf import adaptation, update_rules
 from metarl_tf.algorithms import pg_losses
 from metarl_tf.algorithms import trpo as trpo_lib
 from metarl_tf._checks import check_bool, check_float, check_int
+from metarl_tf.evaluation import ci95
 from metarl_tf.params import FunctionalModel
 from metarl_tf.rollouts.baselines import LinearFeatureBaseline
 from metarl_tf.rollouts.episodes import Episodes
@@ -210,9 +211,6 @@ def _check_arg(name: str, value, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
 
-
-def _ci95(rows: np.ndarray) -> float:
-    return float(1.96 * rows.std() / math.sqrt(max(rows.size, 1)))
 
 
 class MAMLRLLearner:
@@ -635,7 +633,7 @@ class MAMLRLLearner:
             rows, oracle = rows.numpy(), float(oracle)
         else:
             rows, oracle = self._eval_gym(tasks, seed, num_steps, n_ep)
-        return {"returns": [float(r.mean()) for r in rows], "ci95": [_ci95(r) for r in rows],
+        return {"returns": [float(r.mean()) for r in rows], "ci95": [ci95(r) for r in rows],
                 "oracle_return": oracle, "num_tasks": len(tasks), "episodes_per_task": n_ep,
                 "per_task": [[float(x) for x in r] for r in rows]}
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 from typing import NamedTuple
 
 import gymnasium
@@ -57,6 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 from metarl_tf._checks import check_bool, check_float, check_int
+from metarl_tf.evaluation import ci95
 from metarl_tf.networks.policies import (categorical_entropy, categorical_log_prob,
                                          categorical_sample, gaussian_entropy, gaussian_log_prob,
                                          gaussian_sample, split_gaussian)
@@ -215,9 +215,6 @@ def _spaces(tasks) -> tuple[int, int | None, int | None]:
     finally:
         env.close()
 
-
-def _ci95(values: np.ndarray) -> float:
-    return float(1.96 * values.std() / math.sqrt(max(values.size, 1)))
 
 
 class RL2Learner:
@@ -556,6 +553,6 @@ def trial_summary(rewards: np.ndarray, dones: np.ndarray, episodes_per_trial: in
     per_episode = np.stack([(rewards * (episode == k)).sum(axis=1)
                             for k in range(episodes_per_trial)], axis=1)
     return {"returns": [float(v) for v in per_episode.mean(axis=0)],
-            "ci95": [_ci95(per_episode[:, k]) for k in range(episodes_per_trial)],
-            "trial_return": float(totals.mean()), "trial_return_ci95": _ci95(totals),
+            "ci95": [ci95(per_episode[:, k]) for k in range(episodes_per_trial)],
+            "trial_return": float(totals.mean()), "trial_return_ci95": ci95(totals),
             "num_tasks": int(rewards.shape[0]), "episodes_per_trial": int(episodes_per_trial)}

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from metarl_tf import adaptation
+from metarl_tf.evaluation import ci95
 from metarl_tf.algorithms import dqn
 from metarl_tf.algorithms.dqn import (collect_support, fold_seed, greedy_returns,
                                       many_iterations, random_policy, train_in_executions)
@@ -89,9 +90,6 @@ def check_transitions(observations, actions, rewards, next_observations, dones, 
     t = lambda x, dt=tf.float32: tf.constant(x[None], dt)  # noqa: E731
     return Transitions(t(obs), t(act.astype(np.int32), tf.int32), t(rew), t(nxt), t(done), t(done))
 
-
-def _ci95(rows: np.ndarray) -> float:
-    return float(1.96 * rows.std() / np.sqrt(max(len(rows), 1)))
 
 
 class MetaDQNLearner:
@@ -432,7 +430,7 @@ class MetaDQNLearner:
         rows, rewarded = self._eval_fns[key](tasks, tf.constant([seed, 11], tf.int64),
                                              tf.constant(finetune_lr, tf.float32))
         rows = rows.numpy()
-        return {"returns": [float(r.mean()) for r in rows], "ci95": [_ci95(r) for r in rows],
+        return {"returns": [float(r.mean()) for r in rows], "ci95": [ci95(r) for r in rows],
                 "success": [float(np.mean(r > 0)) for r in rows], "per_task": rows.tolist(),
                 "support_rewarded": rewarded.numpy().tolist(),
                 "num_tasks": int(tasks.shape[0]), "support_size": support_size,

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from metarl_tf.algorithms.pearl import losses
+from metarl_tf.evaluation import ci95
 from metarl_tf.algorithms.pearl.buffers import Batch, TaskBuffers
 from metarl_tf.algorithms.pearl.config import PEARLConfig
 from metarl_tf.algorithms.pearl.networks import (PEARLNetworks, actor_outputs, context_rows,
@@ -57,9 +58,6 @@ class _Group(tf.Module):
         super().__init__(name=name)
         self.values = list(values)
 
-
-def _ci95(rows: np.ndarray) -> float:
-    return float(1.96 * rows.std() / math.sqrt(max(len(rows), 1)))
 
 
 class PEARLLearner:
@@ -432,7 +430,7 @@ class PEARLLearner:
             context = np.concatenate([context, np.asarray(new)], axis=1)
             mask = np.concatenate([mask, data["mask"]], axis=1)
         rows = np.stack(rows)
-        return {"returns": [float(r.mean()) for r in rows], "ci95": [_ci95(r) for r in rows],
+        return {"returns": [float(r.mean()) for r in rows], "ci95": [ci95(r) for r in rows],
                 "per_task": rows.tolist(),
                 "exploration_returns": [float(r.mean()) for r in explore],
                 "num_tasks": t, "num_exploration_episodes": k_max,
