@@ -55,14 +55,17 @@ def append_record(records_dir: str, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def git(*args) -> str:
+    """``git ARGS`` in the working directory, its stdout; "" outside a checkout."""
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
 def provenance() -> dict:
     """Commit (and whether the tree had uncommitted changes), date, machine, package versions."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
